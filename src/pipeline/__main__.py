@@ -1,0 +1,66 @@
+"""The Hydra entry point: ``python -m pipeline stage=vqvae data=mnist``."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+import hydra
+from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from pipeline.config import config_dir, register_resolvers
+from pipeline.errors import UserError
+
+CONFIG_DIR = config_dir()
+USER_ERROR_EXIT = 2
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(USER_ERROR_EXIT)
+
+
+def _config_error_line(err: Exception) -> str:
+    """Hydra's composition errors are paragraphs; the user gets their first line plus the valid choices."""
+    text = str(err).strip()
+    missing = re.search(r"Could not find '([\w/]+)/([^']+)'", text)
+    if missing:
+        group, option = missing.groups()
+        folder = CONFIG_DIR / group
+        choices = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+        return f"unknown {group} option {option!r}; valid: {', '.join(choices)}"
+    return text.splitlines()[0]
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    from pipeline.run import run
+
+    try:
+        results = run(cfg)
+    except UserError as err:
+        _fail(str(err))
+    for key, value in results.items():
+        if key != "metrics" and value is not None:
+            print(f"{key}: {value}")
+    for key, value in results.get("metrics", {}).items():
+        print(f"{key}: {value:.4f}")
+
+
+def main() -> None:
+    register_resolvers()
+    # Let composition errors reach us as exceptions instead of Hydra's paragraph + exit 1.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        _hydra_main()
+    except (MissingConfigException, ConfigCompositionException, OverrideParseException) as err:
+        _fail(_config_error_line(err))
+    except (OmegaConfBaseException, HydraException) as err:
+        _fail(f"bad config: {_config_error_line(err)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Where the configs live, the resolvers they use, and turning a config into plain data."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+RUN_NAME_ENV = "PIPELINE_RUN_NAME"
+SECRET_WORDS = ("api_key", "apikey", "token", "secret", "password")
+
+
+def config_dir() -> Path:
+    """The top-level ``conf/`` of a source checkout, else the copy packaged in the wheel."""
+    checkout = Path(__file__).resolve().parents[2] / "conf"
+    if (checkout / "config.yaml").is_file():
+        return checkout
+    from importlib.resources import files
+
+    return Path(str(files("pipeline.conf")))
+
+
+def launch_stamp(mode: Any = None, job_num: Any = None) -> str:
+    """A timestamp fixed once per launch and shared by every process it starts.
+
+    The first process to resolve it stores it in the environment; processes that a launcher
+    (DDP) starts later inherit it, so all ranks agree on one run directory. Under
+    ``--multirun`` the job number is appended, so sweep jobs never share a directory.
+    """
+    stamp = os.environ.get(RUN_NAME_ENV)
+    if not stamp:
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        os.environ[RUN_NAME_ENV] = stamp
+    return f"{stamp}_{job_num}" if str(mode) == "RunMode.MULTIRUN" or str(mode) == "MULTIRUN" else stamp
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("launch_stamp"):
+        OmegaConf.register_new_resolver("launch_stamp", launch_stamp)
+
+
+def flat_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as ``{"data.name": "mnist", ...}`` with secret-looking values masked."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        elif any(word in prefix.lower() for word in SECRET_WORDS):
+            out[prefix] = "***"
+        else:
+            out[prefix] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
