@@ -31,8 +31,9 @@ test-all: setup
 train-vqvae: setup
 	$(PY) -m pipeline stage=vqvae data=$(DATA) $(ARGS)
 
+# Stage one on the default offline data; the run ends by printing where the checkpoint, grid and W&B run are.
 demo: setup
-	$(PY) -m pipeline.demo $(ARGS)
+	$(PY) -m pipeline experiment=mnist_tokenizer $(ARGS)
 
 bench: setup
 	$(PY) benchmarks/run.py $(ARGS)

@@ -32,7 +32,11 @@ def _config_error_line(err: Exception) -> str:
         folder = CONFIG_DIR / group
         choices = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
         return f"unknown {group} option {option!r}; valid: {', '.join(choices)}"
-    return text.splitlines()[0]
+    first = text.splitlines()[0] if text else type(err).__name__
+    cause = err.__cause__
+    if cause is not None and str(cause).strip():
+        first = f"{first} {str(cause).strip().splitlines()[0]}"
+    return first
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
@@ -43,11 +47,20 @@ def _hydra_main(cfg: DictConfig) -> None:
         results = run(cfg)
     except UserError as err:
         _fail(str(err))
+    print_summary(results)
+
+
+def print_summary(results: dict) -> None:
+    """Where everything went, and the final metrics: the last thing a user reads."""
+    print("\n== done ==")
     for key, value in results.items():
         if key != "metrics" and value is not None:
-            print(f"{key}: {value}")
+            print(f"{key:>20}: {value}")
     for key, value in results.get("metrics", {}).items():
-        print(f"{key}: {value:.4f}")
+        print(f"{key:>20}: {value:.4f}")
+    wandb_run = results.get("wandb_run")
+    if wandb_run is not None and "offline-run" in str(wandb_run):
+        print(f"{'upload to W&B':>20}: wandb sync {wandb_run}")
 
 
 def main() -> None:
@@ -56,9 +69,11 @@ def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         _hydra_main()
-    except (MissingConfigException, ConfigCompositionException, OverrideParseException) as err:
+    except MissingConfigException as err:
         _fail(_config_error_line(err))
-    except (OmegaConfBaseException, HydraException) as err:
+    except OverrideParseException as err:
+        _fail(f"cannot parse override: {_config_error_line(err)}")
+    except (ConfigCompositionException, OmegaConfBaseException, HydraException) as err:
         _fail(f"bad config: {_config_error_line(err)}")
 
 

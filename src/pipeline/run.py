@@ -7,6 +7,7 @@ only under the run directory (and the shared ``data/`` cache) and returns its re
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from pipeline.rundir import RunDir, config_hash, find_resume
 from pipeline.tokenizer import VQVAE, save_tokenizer
 
 log = logging.getLogger("pipeline")
+# .hydra/ is already in the run directory when the CSV logger starts; it only ever replaces its own files.
+warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -129,7 +132,11 @@ def _finish_vqvae(cfg: DictConfig, trainer: L.Trainer, model: VQVAE, datamodule:
             data_source=datamodule.source_record.get("source"),
         )
         run_dir.mark_latest()
-    return {"run_dir": run_dir.path, "metrics": metrics, "tokenizer": tokenizer_path, "grid": grid.last_path, "wandb_dir": run_dir.path / "wandb"}
+    wandb_runs = sorted((run_dir.path / "wandb").glob("*run-*"))
+    return {
+        "run_dir": run_dir.path, "checkpoint": run_dir.checkpoints / "last.ckpt", "tokenizer": tokenizer_path,
+        "reconstruction_grid": grid.last_path, "wandb_run": wandb_runs[-1] if wandb_runs else None, "metrics": metrics,
+    }
 
 
 def _new_wandb_id() -> str:

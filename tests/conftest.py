@@ -1,0 +1,61 @@
+"""Shared fixtures: composed configs and one real CLI run of stage one, reused by many tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from pipeline.config import config_dir, register_resolvers
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """Environment for CLI subprocesses: offline W&B, no hub, plain progress lines."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "PIPELINE_"))}
+    env.update(WANDB_MODE="offline", HF_HUB_OFFLINE="1", CI="true", WANDB_SILENT="true", **extra)
+    return env
+
+
+def run_cli(*overrides: str, cwd: Path, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *overrides], cwd=cwd, env=cli_env(**env),
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def compose_config(*overrides: str, root: Path | None = None) -> DictConfig:
+    """The real conf/ composed with overrides, as the CLI would (run_name fixed: no Hydra runtime here)."""
+    register_resolvers()
+    paths = [f"paths.root={root}"] if root else []
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
+        return compose(config_name="config", overrides=["run_name=test", *paths, *overrides])
+
+
+@dataclass
+class CliRun:
+    result: subprocess.CompletedProcess
+    root: Path
+    run_dir: Path
+
+
+@pytest.fixture(scope="session")
+def vqvae_cli_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliRun]:
+    """`python -m pipeline stage=vqvae data=synthetic_image` for a few steps, W&B offline, in a fresh root."""
+    root = tmp_path_factory.mktemp("cli")
+    result = run_cli(
+        "stage=vqvae", "data=synthetic_image", "debug=fast", f"paths.root={root}",
+        "data.synthetic_per_class=20", "data.val_size=20", "data.test_size=20", cwd=root,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    runs = [p for p in (root / "outputs" / "synthetic_image" / "vqvae").iterdir() if p.name != "latest"]
+    assert len(runs) == 1, runs
+    yield CliRun(result, root, runs[0])

@@ -1,0 +1,110 @@
+"""The real CLI in a subprocess: a stage-one run, its files, Hydra's own flags, and every clear-error case."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import CliRun, run_cli
+from pipeline.tokenizer import VQVAE, load_tokenizer
+
+
+def test_stage_one_run_finishes_and_says_where_things_are(vqvae_cli_run: CliRun) -> None:
+    out = vqvae_cli_run.result.stdout
+    for key in ("checkpoint", "tokenizer", "reconstruction_grid", "wandb_run", "val/psnr", "wandb sync"):
+        assert key in out, out[-2000:]
+    assert "using generated source" in vqvae_cli_run.result.stderr + out
+
+
+def test_run_directory_layout(vqvae_cli_run: CliRun) -> None:
+    run_dir = vqvae_cli_run.run_dir
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list((run_dir / "checkpoints").glob("best-*.ckpt"))
+    grids = sorted((run_dir / "samples").glob("recon_step*.png"))
+    assert grids and grids[-1].stat().st_size > 0
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "finished" and record["stage"] == "vqvae" and record["data"] == "synthetic_image"
+    assert {"val/psnr", "val/ssim", "val/codebook_usage", "val/perplexity", "test/psnr"} <= set(record["metrics"])
+    latest = run_dir.parent / "latest"
+    assert latest.is_symlink() and latest.resolve() == run_dir.resolve()
+
+
+def test_tokenizer_file_loads_with_weights_only(vqvae_cli_run: CliRun) -> None:
+    path = vqvae_cli_run.run_dir / "tokenizer.pt"
+    payload = torch.load(path, weights_only=True)
+    assert payload["metadata"]["latent_shape"] == [16, 7, 7]
+    model = load_tokenizer(path)
+    assert isinstance(model, VQVAE) and not model.training
+    assert not any(p.requires_grad for p in model.parameters())
+    x = torch.rand(2, 1, 28, 28) * 2 - 1
+    z_e = model.encode(x)
+    assert z_e.shape == (2, 16, 7, 7)
+    quantized = model.quantize(z_e)
+    assert quantized.indices.shape == (2, 7, 7)
+    assert torch.allclose(model.decode_indices(quantized.indices), model.decode(quantized.quantized), atol=1e-5)
+
+
+def test_metrics_csv_has_validation_metrics(vqvae_cli_run: CliRun) -> None:
+    with open(vqvae_cli_run.run_dir / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    columns = set(rows[0])
+    assert {"train/loss", "val/rec_loss", "val/psnr", "val/ssim", "val/codebook_usage", "val/perplexity"} <= columns
+    psnr = [float(r["val/psnr"]) for r in rows if r["val/psnr"]]
+    assert psnr and all(p > 0 for p in psnr)
+
+
+def test_wandb_offline_run_written(vqvae_cli_run: CliRun) -> None:
+    runs = list((vqvae_cli_run.run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    record = json.loads((vqvae_cli_run.run_dir / "run.json").read_text())
+    wandb_files = list(runs[0].glob("run-*.wandb"))
+    assert len(wandb_files) == 1 and wandb_files[0].name == f"run-{record['wandb_id']}.wandb"
+    assert wandb_files[0].stat().st_size > 1000
+    # the run's config (written into the .wandb record log) carries the resolved, flattened config
+    blob = wandb_files[0].read_bytes()
+    assert b"data.name" in blob and b"synthetic_image" in blob and b"val/psnr" in blob
+
+
+def test_help_and_cfg_job(tmp_path: Path) -> None:
+    helped = run_cli("--help", cwd=tmp_path)
+    assert helped.returncode == 0 and "== Config groups ==" in helped.stdout and "vqvae: base, large, small" in helped.stdout
+    shown = run_cli("--cfg", "job", "stage=vqvae", "data=fashion_mnist", cwd=tmp_path)
+    assert shown.returncode == 0 and "name: fashion_mnist" in shown.stdout and "name: vqvae" in shown.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["data=mnsit"], "unknown data option 'mnsit'; valid: cifar10, fashion_mnist, folder, mnist, synthetic_image"),
+        (["vqvae=huge"], "unknown vqvae option 'huge'; valid: base, large, small"),
+        (["stage=vqvae", "data=folder"], "data=folder needs data.path=DIR"),
+        (["data=folder", "data.path=/nonexistent/images"], "data.path /nonexistent/images does not exist"),
+        (["data=synthetic_image", "data.size=30"], "data.size=30 is not divisible"),
+        (["data=synthetic_image", "resume=/nonexistent/run"], "resume=/nonexistent/run: no checkpoint"),
+        (["data=synthetic_image", "resume=true"], "resume=true: no unfinished run"),
+        (["data=cifar10", "data.hub_timeout=1"], "no source for data 'cifar10' worked"),
+        (["stage.name=dit"], "stage=dit is not available yet"),
+        (["trainer.max_stepz=3"], "bad config"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(tmp_path: Path, overrides: list[str], expected: str) -> None:
+    result = run_cli(f"paths.root={tmp_path}", *overrides, "logger=none", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1 and expected in error_lines[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_failed_run_keeps_what_was_written(vqvae_cli_run: CliRun, tmp_path: Path) -> None:
+    """A bad resume path leaves the finished run, its checkpoint and `latest` untouched."""
+    before = {p: p.stat().st_mtime for p in vqvae_cli_run.run_dir.rglob("*") if p.is_file()}
+    result = run_cli(f"paths.root={vqvae_cli_run.root}", "data=synthetic_image", "resume=/nope", "logger=none", cwd=tmp_path)
+    assert result.returncode == 2
+    after = {p: p.stat().st_mtime for p in vqvae_cli_run.run_dir.rglob("*") if p.is_file()}
+    assert before == after

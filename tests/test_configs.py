@@ -1,0 +1,72 @@
+"""Every config option composes and instantiates; override order does what the README says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from conftest import compose_config
+from pipeline.config import config_dir, launch_stamp
+from pipeline.data import DataModule
+from pipeline.tokenizer import VQVAE
+
+DATA_OPTIONS = sorted(p.stem for p in (config_dir() / "data").glob("*.yaml"))
+VQVAE_OPTIONS = sorted(p.stem for p in (config_dir() / "vqvae").glob("*.yaml"))
+
+
+def test_options_found() -> None:
+    assert {"mnist", "fashion_mnist", "cifar10", "folder", "synthetic_image"} <= set(DATA_OPTIONS)
+    assert VQVAE_OPTIONS == ["base", "large", "small"]
+
+
+@pytest.mark.parametrize("vqvae", VQVAE_OPTIONS)
+@pytest.mark.parametrize("data", DATA_OPTIONS)
+def test_every_data_and_vqvae_option_instantiates(data: str, vqvae: str, tmp_path: Path) -> None:
+    extra = [f"data.path={tmp_path}"] if data == "folder" else []
+    cfg = compose_config(f"data={data}", f"vqvae={vqvae}", *extra, root=tmp_path)
+    assert cfg.stage.name == "vqvae" and cfg.data.name == data and cfg.modality.name == cfg.data.modality
+    datamodule = instantiate(cfg.data)
+    assert isinstance(datamodule, DataModule)
+    model = instantiate(cfg.vqvae)
+    assert isinstance(model, VQVAE)
+    size = cfg.data.size
+    x = torch.zeros(1, cfg.data.channels, size, size)
+    factor = 2 ** (len(cfg.vqvae.encoder.channels) - 1)
+    assert model.encode(x).shape == (1, cfg.vqvae.encoder.latent_dim, size // factor, size // factor)
+
+
+def test_keys_later_issues_rely_on(tmp_path: Path) -> None:
+    cfg = compose_config(root=tmp_path)
+    for key in ("max_steps", "precision", "devices", "accelerator", "num_nodes"):
+        assert key in cfg.trainer
+    assert cfg.resume is False and isinstance(cfg.seed, int)
+    assert cfg.group == cfg.data.name == "mnist"
+    assert cfg.paths.run_dir == f"{tmp_path}/outputs/mnist/vqvae/test"
+    assert cfg.trainer.precision == "32-true"  # fp32 on CPU by default
+
+
+def test_experiment_sets_group_and_debug_wins(tmp_path: Path) -> None:
+    cfg = compose_config("experiment=fashion_tokenizer", root=tmp_path)
+    assert cfg.data.name == "fashion_mnist" and cfg.group == "fashion_tokenizer"
+    fast = compose_config("experiment=fashion_tokenizer", "debug=fast", root=tmp_path)
+    assert fast.trainer.max_steps == 20  # debug beats the stage's own step budget
+    explicit = compose_config("debug=fast", "trainer.max_steps=7", root=tmp_path)
+    assert explicit.trainer.max_steps == 7  # the command line beats every config file
+
+
+def test_wandb_mode_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert compose_config(root=tmp_path).logger.mode == "offline"
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert compose_config(root=tmp_path).logger.mode == "online"
+    monkeypatch.delenv("WANDB_MODE")
+    assert compose_config("logger.mode=online", root=tmp_path).logger.mode == "online"
+
+
+def test_launch_stamp_fixed_per_launch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PIPELINE_RUN_NAME", raising=False)
+    first = launch_stamp("RunMode.RUN", 0)
+    assert launch_stamp("RunMode.RUN", 0) == first  # later processes of the same launch agree
+    assert launch_stamp("RunMode.MULTIRUN", 3) == f"{first}_3"  # sweep jobs get their own directory
