@@ -37,9 +37,15 @@ def launch_stamp(mode: Any = None, job_num: Any = None) -> str:
     return f"{stamp}_{job_num}" if str(mode) == "RunMode.MULTIRUN" or str(mode) == "MULTIRUN" else stamp
 
 
+def coalesce(*values: Any) -> Any:
+    """The first value that is set (not None): ``${coalesce:${experiment_name},${data.name}}``."""
+    return next((value for value in values if value is not None), None)
+
+
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("launch_stamp"):
-        OmegaConf.register_new_resolver("launch_stamp", launch_stamp)
+    for name, resolver in (("launch_stamp", launch_stamp), ("coalesce", coalesce)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def flat_config(cfg: DictConfig) -> dict[str, Any]:

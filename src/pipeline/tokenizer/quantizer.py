@@ -217,10 +217,10 @@ class VectorQuantizer(nn.Module):
             if self.training and not bool(codebook.initialized):
                 codebook.init_from(residual)
             indices = codebook.encode(residual)
+            codes = codebook.lookup(indices)  # before the update: a re-seeded code must not replace a used one
             if self.training:
                 codebook.ema_update(residual, indices)
                 codebook.replace_dead_codes(residual)
-            codes = codebook.lookup(indices)
             quantized = quantized + codes
             residual = residual - codes
             all_indices.append(indices)
