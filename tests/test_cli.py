@@ -72,7 +72,7 @@ def test_wandb_offline_run_written(vqvae_cli_run: CliRun) -> None:
 
 def test_help_and_cfg_job(tmp_path: Path) -> None:
     helped = run_cli("--help", cwd=tmp_path)
-    assert helped.returncode == 0 and "== Config groups ==" in helped.stdout and "vqvae: base, large, small" in helped.stdout
+    assert helped.returncode == 0 and "== Configuration groups ==" in helped.stdout and "stage=vqvae data=mnist" in helped.stdout and "vqvae: base, large, small" in helped.stdout
     shown = run_cli("--cfg", "job", "stage=vqvae", "data=fashion_mnist", cwd=tmp_path)
     assert shown.returncode == 0 and "name: fashion_mnist" in shown.stdout and "name: vqvae" in shown.stdout
     assert not (tmp_path / "outputs").exists()

@@ -198,7 +198,6 @@ def test_hflip_flips_only_train_items(tmp_path: Path) -> None:
         assert flipped == ({True, False} if split == "train" else {False}), split
 
 
-@pytest.mark.xfail(strict=True, reason="bug: setup() reads Arrow columns with np.asarray(Column): int64 copies, row by row")
 def test_setup_holds_the_images_as_uint8(tmp_path: Path) -> None:
     dm = synthetic_module(tmp_path)
     dm.prepare_data()
@@ -508,14 +507,12 @@ def test_each_bad_input_is_a_one_line_user_error(
     assert not (tmp_path / "data" / kwargs["name"]).exists()  # nothing half-built is left to be reused
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="bug: ragged rows reach np.asarray outside read_pixel_csv's try")
 def test_a_csv_with_ragged_rows_is_a_user_error(tmp_path: Path) -> None:
     path = write_pixel_csv(tmp_path / "ragged.csv", [[0] * 785, [0] * 700])
     with pytest.raises(UserError, match="ragged.csv"):
         read_pixel_csv(path, 28)
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError, reason="bug: load_hub indexes str(err).splitlines()[0] of an empty message")
 def test_a_hub_load_error_without_a_message_still_fails_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise ConnectionError()
