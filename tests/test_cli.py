@@ -108,3 +108,29 @@ def test_failed_run_keeps_what_was_written(vqvae_cli_run: CliRun, tmp_path: Path
     assert result.returncode == 2
     after = {p: p.stat().st_mtime for p in vqvae_cli_run.run_dir.rglob("*") if p.is_file()}
     assert before == after
+
+
+def test_multirun_jobs_get_their_own_run_dirs(tmp_path: Path) -> None:
+    result = run_cli(
+        "--multirun", f"paths.root={tmp_path}", "data=synthetic_image", "debug=fast", "logger=csv",
+        "data.synthetic_per_class=10", "data.val_size=10", "data.test_size=10", "trainer.max_steps=2,3", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    stage_dir = tmp_path / "outputs" / "synthetic_image" / "vqvae"
+    runs = sorted(p for p in stage_dir.iterdir() if p.is_dir() and not p.is_symlink() and (p / "run.json").is_file())
+    assert [p.name[-2:] for p in runs] == ["_0", "_1"]
+    assert runs[0].name[:-2] == runs[1].name[:-2]  # one launch stamp for the sweep
+    assert [json.loads((p / "run.json").read_text())["step"] for p in runs] == [2, 3]
+
+
+def test_resume_continues_the_same_run(tmp_path: Path) -> None:
+    common = [f"paths.root={tmp_path}", "data=synthetic_image", "debug=fast", "logger=csv", "data.synthetic_per_class=10", "data.val_size=10", "data.test_size=10"]
+    first = run_cli(*common, "trainer.max_steps=4", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (run_dir,) = [p for p in (tmp_path / "outputs" / "synthetic_image" / "vqvae").iterdir() if not p.is_symlink()]
+    second = run_cli(*common, f"resume={run_dir}", "trainer.max_steps=8", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "finished" and record["step"] == 8 and record["resumed_from"].endswith("last.ckpt")
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert ckpt["global_step"] == 8

@@ -14,13 +14,12 @@ SECRET_WORDS = ("api_key", "apikey", "token", "secret", "password")
 
 
 def config_dir() -> Path:
-    """The top-level ``conf/`` of a source checkout, else the copy packaged in the wheel."""
-    checkout = Path(__file__).resolve().parents[2] / "conf"
-    if (checkout / "config.yaml").is_file():
-        return checkout
-    from importlib.resources import files
-
-    return Path(str(files("pipeline.conf")))
+    """The top-level ``conf/`` of a source checkout, else the copy an installed wheel ships as ``pipeline/conf``."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parents[1] / "conf", package / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"no Hydra configs found beside {package}: reinstall the package")
 
 
 def launch_stamp(mode: Any = None, job_num: Any = None) -> str:

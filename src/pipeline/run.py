@@ -148,8 +148,19 @@ def _new_wandb_id() -> str:
 STAGES: dict[str, Callable[[DictConfig], dict[str, Any]]] = {"vqvae": train_vqvae}
 
 
+def route_lightning_logs() -> None:
+    """Lightning adds its own stderr handlers on import; under Hydra's handlers every line would print twice."""
+    if not logging.getLogger().handlers:
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the stage ``cfg.stage.name`` and return its results."""
+    route_lightning_logs()
     name = cfg.stage.name
     if name not in STAGES:
         raise UserError(f"stage={name} is not available yet; valid: {', '.join(STAGES)}")
