@@ -70,3 +70,18 @@ def test_launch_stamp_fixed_per_launch(monkeypatch: pytest.MonkeyPatch) -> None:
     first = launch_stamp("RunMode.RUN", 0)
     assert launch_stamp("RunMode.RUN", 0) == first  # later processes of the same launch agree
     assert launch_stamp("RunMode.MULTIRUN", 3) == f"{first}_3"  # sweep jobs get their own directory
+
+
+def test_flat_config_masks_secrets_only(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from pipeline.config import flat_config
+
+    cfg = compose_config(root=tmp_path)
+    OmegaConf.set_struct(cfg, False)
+    cfg.logger.api_key = "abc123"
+    cfg.hf_token = "hf_secret"
+    flat = flat_config(cfg)
+    assert flat["logger.api_key"] == "***" and flat["hf_token"] == "***"
+    assert "abc123" not in str(flat) and "hf_secret" not in str(flat)
+    assert flat["tokenizer_ckpt"] is None and flat["data.name"] == "mnist"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 RUN_NAME_ENV = "PIPELINE_RUN_NAME"
-SECRET_WORDS = ("api_key", "apikey", "token", "secret", "password")
+# A key whose last segment looks like a credential (``api_key``, ``hf_token``, ``password``) is masked.
+SECRET_KEY = re.compile(r"(^|_)(api_?key|token|secret|password)$", re.IGNORECASE)
 
 
 def config_dir() -> Path:
@@ -55,7 +57,7 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
         if isinstance(node, dict):
             for key, value in node.items():
                 walk(value, f"{prefix}.{key}" if prefix else str(key))
-        elif any(word in prefix.lower() for word in SECRET_WORDS):
+        elif SECRET_KEY.search(prefix.rsplit(".", 1)[-1]):
             out[prefix] = "***"
         else:
             out[prefix] = node

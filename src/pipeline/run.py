@@ -30,11 +30,16 @@ log = logging.getLogger("pipeline")
 warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
 
 
+def downsample_factor(cfg: DictConfig) -> int:
+    """Every encoder level after the first halves the resolution."""
+    return 2 ** (len(cfg.vqvae.encoder.channels) - 1)
+
+
 def check_config(cfg: DictConfig) -> None:
     """Catch contradictions a user can type before any work starts."""
     if cfg.data.modality != cfg.modality.name:
         raise UserError(f"data={cfg.data.name} is {cfg.data.modality} data but modality={cfg.modality.name}; drop the modality= override")
-    factor = 2 ** (len(cfg.vqvae.encoder.channels) - 1)
+    factor = downsample_factor(cfg)
     if cfg.data.size % factor:
         raise UserError(f"data.size={cfg.data.size} is not divisible by the tokenizer's downsampling x{factor} (vqvae.encoder.channels has {len(cfg.vqvae.encoder.channels)} levels)")
     if OmegaConf.is_missing(cfg.data, "path"):
@@ -60,7 +65,7 @@ def build_trainer(cfg: DictConfig, run_dir: RunDir, loggers: list[Logger], callb
         callbacks=[*callbacks, progress, LearningRateMonitor(logging_interval="step")] if loggers else [*callbacks, progress],
         enable_progress_bar=isinstance(progress, RichProgressBar),
         default_root_dir=str(run_dir.path),
-        strategy="auto" if cfg.strategy.name == "auto" else cfg.strategy.name,
+        strategy=cfg.strategy.name,
     )
 
 
@@ -120,7 +125,7 @@ def train_vqvae(cfg: DictConfig) -> dict[str, Any]:
 def _finish_vqvae(cfg: DictConfig, trainer: L.Trainer, model: VQVAE, datamodule: Any, run_dir: RunDir, grid: ReconstructionGrid, metrics: dict[str, float]) -> dict[str, Any]:
     tokenizer_path = run_dir.path / "tokenizer.pt"
     if trainer.is_global_zero:
-        latent = cfg.data.size // 2 ** (len(cfg.vqvae.encoder.channels) - 1)
+        latent = cfg.data.size // downsample_factor(cfg)
         save_tokenizer(model, tokenizer_path, {
             "data": cfg.data.name, "modality": cfg.modality.name, "channels": cfg.data.channels, "size": cfg.data.size,
             "latent_shape": [cfg.vqvae.encoder.latent_dim, latent, latent], "num_classes": cfg.data.num_classes,
