@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -65,6 +66,4 @@ class PlainProgress(L.Callback):
 
 def interactive_terminal() -> bool:
     """A live progress bar only on a real terminal, never under CI."""
-    import os
-
     return sys.stdout.isatty() and os.environ.get("CI", "").lower() not in ("1", "true", "yes")
