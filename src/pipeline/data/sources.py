@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import UserError
+from pipeline.errors import UserError, one_line
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -33,12 +33,6 @@ class RawImages:
 
 class SourceUnavailable(Exception):
     """This source cannot serve the data here; the next one is tried."""
-
-
-def one_line(err: BaseException, limit: int = 160) -> str:
-    """``Type: first line of the message`` (or just ``Type``), for one-line reports."""
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0][:limit]}" if text else type(err).__name__
 
 
 def hub_problem(hub_id: str, timeout: float) -> str | None:

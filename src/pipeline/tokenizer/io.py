@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from pipeline.errors import UserError
+from pipeline.errors import UserError, one_line
 from pipeline.fileio import atomic_write
 from pipeline.tokenizer.networks import NETWORKS
 from pipeline.tokenizer.quantizer import VectorQuantizer
@@ -74,7 +74,7 @@ def load_tokenizer(path: str | Path, map_location: str | torch.device = "cpu") -
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, random bytes, pickled objects: all the same to the user
-        raise UserError(f"cannot read tokenizer file {path}: {type(err).__name__}: {str(err).splitlines()[0][:200]}") from err
+        raise UserError(f"cannot read tokenizer file {path}: {one_line(err, 200)}") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a pipeline tokenizer file (expected format {FORMAT!r})")
     config = payload["config"]
