@@ -53,15 +53,19 @@ class PlainProgress(L.Callback):
         step = trainer.global_step
         if not trainer.is_global_zero or step % self.every_n_steps:
             return
-        metrics = " ".join(f"{k}={float(v):.4g}" for k, v in sorted(trainer.progress_bar_metrics.items()))
+        metrics = _format_metrics(trainer.progress_bar_metrics)
         rate = step / max(time.perf_counter() - self.start, 1e-9)
         print(f"step {step}/{trainer.max_steps} {rate:.2f} it/s {metrics}", flush=True)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        metrics = " ".join(f"{k}={float(v):.4g}" for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("val/"))
+        metrics = _format_metrics({k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
         print(f"validation at step {trainer.global_step}: {metrics}", flush=True)
+
+
+def _format_metrics(metrics: dict) -> str:
+    return " ".join(f"{k}={float(v):.4g}" for k, v in sorted(metrics.items()))
 
 
 def interactive_terminal() -> bool:

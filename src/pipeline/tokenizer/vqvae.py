@@ -91,12 +91,16 @@ class VQVAE(L.LightningModule):
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True)
         return losses["loss"]
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x = batch[0]
+    def _score(self, x: torch.Tensor, psnr: PeakSignalNoiseRatio, ssim: StructuralSimilarityIndexMeasure) -> tuple[dict[str, torch.Tensor], QuantizerOutput]:
+        """Losses on ``x``, and PSNR / SSIM updated on the [0, 1] range."""
         losses, reconstruction, quantized = self._losses(x)
+        psnr(_to_unit(reconstruction), _to_unit(x))
+        ssim(_to_unit(reconstruction), _to_unit(x))
+        return losses, quantized
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        losses, quantized = self._score(batch[0], self.val_psnr, self.val_ssim)
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, sync_dist=True)
-        self.val_psnr(_to_unit(reconstruction), _to_unit(x))
-        self.val_ssim(_to_unit(reconstruction), _to_unit(x))
         self.val_codes.update(quantized.indices)
         self.log_dict({"val/psnr": self.val_psnr, "val/ssim": self.val_ssim})
 
@@ -106,11 +110,8 @@ class VQVAE(L.LightningModule):
         self.val_codes.reset()
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x = batch[0]
-        losses, reconstruction, _ = self._losses(x)
+        losses, _ = self._score(batch[0], self.test_psnr, self.test_ssim)
         self.log("test/rec_loss", losses["rec_loss"], sync_dist=True)
-        self.test_psnr(_to_unit(reconstruction), _to_unit(x))
-        self.test_ssim(_to_unit(reconstruction), _to_unit(x))
         self.log_dict({"test/psnr": self.test_psnr, "test/ssim": self.test_ssim})
 
     def configure_optimizers(self) -> dict[str, Any]:
