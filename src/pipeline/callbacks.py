@@ -1,4 +1,4 @@
-"""Lightning callbacks: the reconstruction grid and plain progress lines for non-terminals."""
+"""Lightning callbacks: reconstruction and sample grids, and plain progress lines for non-terminals."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
+from pipeline.diffusion.generate import class_labels, generate
 from pipeline.media import image_grid, save_png
+from pipeline.tokenizer import VQVAE
 
 
 class ReconstructionGrid(L.Callback):
@@ -37,6 +39,45 @@ class ReconstructionGrid(L.Callback):
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image("val/reconstructions", [str(path)], step=trainer.global_step, caption=["top: originals, bottom: reconstructions"])
+
+
+class SampleGrid(L.Callback):
+    """Every ``every_n_steps`` and at the end of training: EMA samples from the same noise, one row per class.
+
+    Saved as ``samples/step<step>.png`` and logged to W&B as ``samples/grid``, so runs compare by
+    eye at equal steps.
+    """
+
+    def __init__(self, tokenizer: VQVAE, out_dir: str | Path, every_n_steps: int, per_class: int, steps: int, sampler: str | None, cfg_scale: float, seed: int) -> None:
+        self.tokenizer, self.out_dir, self.every_n_steps = tokenizer, Path(out_dir), every_n_steps
+        self.per_class, self.steps, self.sampler, self.cfg_scale, self.seed = per_class, steps, sampler, cfg_scale, seed
+        self.last_path: Path | None = None
+        self.last_step = -1
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
+            self.render(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.last_step != trainer.global_step:
+            self.render(trainer, pl_module)
+
+    def render(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        model = pl_module.ema.module
+        rows = max(model.num_classes, 1)
+        labels = class_labels(rows * self.per_class, model.num_classes)
+        self.tokenizer.to(pl_module.device)
+        images = generate(
+            model, pl_module.objective, self.tokenizer, pl_module.latent_mean, pl_module.latent_std, labels, rows * self.per_class,
+            self.steps, self.sampler, self.cfg_scale, torch.Generator().manual_seed(self.seed),
+        )
+        path = save_png(image_grid(list(images.view(rows, self.per_class, *images.shape[1:]))), self.out_dir / f"step{trainer.global_step:06d}.png")
+        self.last_path, self.last_step = path, trainer.global_step
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image("samples/grid", [str(path)], step=trainer.global_step, caption=[f"EMA, {self.steps} steps, guidance {self.cfg_scale}"])
 
 
 class PlainProgress(L.Callback):

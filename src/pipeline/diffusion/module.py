@@ -1,0 +1,111 @@
+"""Stage two's LightningModule: a DiT trained on cached, normalized latents, with an EMA copy."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+
+from pipeline.diffusion.dit import DiT
+from pipeline.diffusion.ema import ema_model
+from pipeline.diffusion.objectives import Objective
+
+log = logging.getLogger("pipeline")
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+class DiffusionModule(L.LightningModule):
+    """Trains ``model`` with ``objective``; the EMA weights are what sampling and evaluation use.
+
+    Args:
+        model: the :class:`DiT` (its input shape matches the latent cache).
+        objective: :class:`RectifiedFlow` or :class:`DDPM`.
+        latent_mean, latent_std: per-channel statistics of the cache, kept with the weights for decoding
+            (replaced by the datamodule's ``stats`` at setup when it has them).
+        optimizer, scheduler: partials, completed with the parameters / the optimizer and ``total_steps``.
+        ema_decay: decay of the weight average (ramped up over the first steps).
+        class_dropout: share of labels replaced by the null class, which is what makes guidance possible.
+        compile: ``torch.compile`` the DiT for training where it works.
+    """
+
+    def __init__(
+        self,
+        model: DiT,
+        objective: Objective,
+        latent_mean: torch.Tensor,
+        latent_std: torch.Tensor,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        ema_decay: float = 0.999,
+        class_dropout: float = 0.1,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model", "objective", "latent_mean", "latent_std", "optimizer", "scheduler"])
+        self.model, self.objective = model, objective
+        self.ema = ema_model(model, ema_decay)
+        self.register_buffer("latent_mean", latent_mean.float().clone())
+        self.register_buffer("latent_std", latent_std.float().clone())
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.compiled = False
+
+    def setup(self, stage: str) -> None:
+        """Take the latent statistics from the data (a :class:`LatentDataModule`), compile if asked."""
+        stats = getattr(self.trainer.datamodule, "stats", None) if self._trainer is not None else None
+        if stats is not None:
+            self.latent_mean.copy_(stats[0])
+            self.latent_std.copy_(stats[1])
+        if self.hparams.compile and not self.compiled:
+            self.compiled = compile_in_place(self.model)
+
+    def drop_labels(self, y: torch.Tensor) -> torch.Tensor | None:
+        if self.model.num_classes == 0:
+            return None
+        drop = torch.rand(y.shape, device=y.device) < self.hparams.class_dropout
+        return torch.where(drop, torch.full_like(y, self.model.null_class), y)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        latents, labels = batch
+        loss = self.objective.loss(self.model, latents, self.drop_labels(labels))
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.ema.update_parameters(self.model)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """The EMA model's loss on held-out latents, with the same noise at every validation."""
+        latents, labels = batch
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(batch_idx)
+            loss = self.objective.loss(self.ema.module, latents, labels if self.model.num_classes else None)
+        self.log("val/loss", loss, sync_dist=True, prog_bar=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        if self.optimizer_factory is None:
+            raise ValueError("DiffusionModule needs an optimizer factory to train")
+        optimizer = self.optimizer_factory(params=self.model.parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def compile_in_place(model: DiT) -> bool:
+    """``model.compile()`` when a trial compile of one forward succeeds; otherwise say why and stay eager."""
+    try:
+        probe = torch.compile(model)
+        x = torch.zeros(2, model.in_channels, *model.spatial, device=next(model.parameters()).device)
+        y = torch.zeros(2, dtype=torch.long, device=x.device) if model.num_classes else None
+        probe(x, torch.zeros(2, device=x.device), y)
+    except Exception as err:  # a missing compiler, an unsupported backend: training still works eagerly
+        log.warning("compile=true: torch.compile does not work here (%s); training without it", str(err).splitlines()[0][:200])
+        return False
+    model.compile()
+    log.info("compile=true: the DiT is compiled with torch.compile")
+    return True

@@ -1,0 +1,161 @@
+"""Training objectives and their samplers: rectified flow (velocity) and DDPM (epsilon).
+
+Both share one interface: ``loss(model, x0, y)`` for training and
+``sample(denoiser, noise, steps, sampler)`` for generation, where ``denoiser(x, t)`` is the
+model's prediction at time ``t`` (a 0-d tensor in [0, 1]), usually wrapped by :func:`guided`.
+Time runs from data (t = 0) to noise (t = 1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def guided(model: nn.Module, y: torch.Tensor | None, scale: float, null_class: int) -> Denoiser:
+    """Classifier-free guidance on all channels: ``uncond + scale * (cond - uncond)``.
+
+    Scale 1 (or no labels) is the plain conditional prediction, one forward per step.
+    """
+    if y is None or scale == 1.0:
+        return lambda x, t: model(x, t.expand(x.shape[0]), y)
+    null = torch.full_like(y, null_class)
+
+    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        cond, uncond = model(torch.cat([x, x]), t.expand(2 * x.shape[0]), torch.cat([y, null])).chunk(2)
+        return torch.lerp(uncond, cond, scale)
+
+    return denoise
+
+
+class Objective:
+    """What a training objective provides; see :class:`RectifiedFlow` and :class:`DDPM`."""
+
+    name: ClassVar[str]
+    samplers: ClassVar[tuple[str, ...]]
+    default_sampler: ClassVar[str]
+    config: dict
+
+    def loss(self, model: nn.Module, x0: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample(self, denoiser: Denoiser, noise: torch.Tensor, steps: int, sampler: str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def check_sampler(self, sampler: str | None) -> str:
+        sampler = sampler or self.default_sampler
+        if sampler not in self.samplers:
+            raise ValueError(f"sampler {sampler!r} does not fit objective {self.name}; valid: {', '.join(self.samplers)}")
+        return sampler
+
+
+def _expand(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return values.view(-1, *([1] * (like.ndim - 1))).to(like.dtype)
+
+
+class RectifiedFlow(Objective):
+    """``x_t = (1 - t) x0 + t noise``; the model predicts the velocity ``noise - x0``.
+
+    Training times are logit-normal (``sigmoid(N(time_mean, time_std))``), which spends the
+    model's capacity on the middle of the path, as in SD3 and LightningDiT.
+    """
+
+    name = "flow"
+    samplers = ("euler", "heun")
+    default_sampler = "heun"
+
+    def __init__(self, time_mean: float = 0.0, time_std: float = 1.0) -> None:
+        self.time_mean, self.time_std = time_mean, time_std
+        self.config = {"time_mean": time_mean, "time_std": time_std}
+
+    def loss(self, model: nn.Module, x0: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        t = torch.sigmoid(self.time_mean + self.time_std * torch.randn(x0.shape[0], device=x0.device))
+        noise = torch.randn_like(x0)
+        x_t = torch.lerp(x0, noise, _expand(t, x0))
+        return F.mse_loss(model(x_t, t, y).float(), (noise - x0).float())
+
+    @torch.no_grad()
+    def sample(self, denoiser: Denoiser, noise: torch.Tensor, steps: int, sampler: str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Integrate the ODE from t = 1 to 0 on a uniform grid (Heun: 2 evaluations per step)."""
+        sampler = self.check_sampler(sampler)
+        times = torch.linspace(1.0, 0.0, steps + 1, device=noise.device)
+        x = noise
+        for t, t_next in zip(times[:-1], times[1:]):
+            velocity = denoiser(x, t)
+            x_euler = x + (t_next - t) * velocity
+            if sampler == "heun":
+                x = x + (t_next - t) * 0.5 * (velocity + denoiser(x_euler, t_next))
+            else:
+                x = x_euler
+        return x
+
+
+def beta_schedule(schedule: str, num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+    """``linear`` (DDPM) or ``cosine`` (improved DDPM) betas, float64."""
+    if schedule == "linear":
+        return torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
+    if schedule == "cosine":
+        steps = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
+        alpha_bar = torch.cos((steps + 0.008) / 1.008 * math.pi / 2) ** 2
+        return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
+    raise ValueError(f"schedule must be linear or cosine, got {schedule!r}")
+
+
+class DDPM(Objective):
+    """Discrete-time diffusion; the model predicts the noise ``eps``. Step ``k`` is shown to the model as ``t = k / T``.
+
+    ``clip_denoised`` bounds the sampler's estimate of ``x0`` to ``[-c, c]``: at the noisiest
+    steps ``x0 = (x - sqrt(1 - a) eps) / sqrt(a)`` divides by ``sqrt(a) ~ 0.006``, so a small
+    error in ``eps`` would otherwise throw the sample far out (DDPM clips images to [-1, 1]).
+    """
+
+    name = "ddpm"
+    samplers = ("ddpm", "ddim")
+    default_sampler = "ddim"
+
+    def __init__(self, schedule: str = "linear", num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, clip_denoised: float | None = None) -> None:
+        self.num_timesteps, self.clip_denoised = num_timesteps, clip_denoised
+        self.alpha_bar = torch.cumprod(1 - beta_schedule(schedule, num_timesteps, beta_start, beta_end), dim=0)
+        self.config = {"schedule": schedule, "num_timesteps": num_timesteps, "beta_start": beta_start, "beta_end": beta_end, "clip_denoised": clip_denoised}
+
+    def loss(self, model: nn.Module, x0: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        k = torch.randint(0, self.num_timesteps, (x0.shape[0],), device=x0.device)
+        alpha_bar = _expand(self.alpha_bar.to(x0.device)[k], x0)
+        noise = torch.randn_like(x0)
+        x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+        return F.mse_loss(model(x_t, k.float() / self.num_timesteps, y).float(), noise.float())
+
+    @torch.no_grad()
+    def sample(self, denoiser: Denoiser, noise: torch.Tensor, steps: int, sampler: str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """DDIM (deterministic) or ancestral DDPM on ``steps`` evenly respaced timesteps."""
+        sampler = self.check_sampler(sampler)
+        ks = torch.linspace(self.num_timesteps - 1, 0, steps).round().long().unique_consecutive().tolist()
+        x = noise
+        for i, k in enumerate(ks):
+            alpha_bar = float(self.alpha_bar[k])
+            alpha_bar_prev = float(self.alpha_bar[ks[i + 1]]) if i + 1 < len(ks) else 1.0
+            eps = denoiser(x, torch.tensor(k / self.num_timesteps, device=x.device))
+            x0 = (x - math.sqrt(1 - alpha_bar) * eps) / math.sqrt(alpha_bar)
+            if self.clip_denoised is not None:
+                x0 = x0.clamp(-self.clip_denoised, self.clip_denoised)
+                eps = (x - math.sqrt(alpha_bar) * x0) / math.sqrt(1 - alpha_bar)
+            if sampler == "ddim":
+                x = math.sqrt(alpha_bar_prev) * x0 + math.sqrt(1 - alpha_bar_prev) * eps
+                continue
+            beta = 1 - alpha_bar / alpha_bar_prev
+            mean = (math.sqrt(alpha_bar_prev) * beta * x0 + math.sqrt(1 - beta) * (1 - alpha_bar_prev) * x) / (1 - alpha_bar)
+            if i + 1 < len(ks):
+                variance = beta * (1 - alpha_bar_prev) / (1 - alpha_bar)
+                mean = mean + math.sqrt(variance) * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+            x = mean
+        return x
+
+
+OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (RectifiedFlow, DDPM)}

@@ -1,0 +1,1 @@
+"""One module per stage; :mod:`pipeline.run` dispatches to them."""

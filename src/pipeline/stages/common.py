@@ -1,0 +1,129 @@
+"""What every stage shares: loggers, the Trainer, run directories, and finding earlier stages' outputs."""
+
+from __future__ import annotations
+
+import secrets
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.callbacks import PlainProgress, interactive_terminal
+from pipeline.config import flat_config
+from pipeline.errors import UserError
+from pipeline.rundir import RunDir, config_hash, find_resume
+
+# .hydra/ is already in the run directory when the CSV logger starts; it only ever replaces its own files.
+warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+
+
+def downsample_factor(cfg: DictConfig) -> int:
+    """Every encoder level after the first halves the resolution."""
+    return 2 ** (len(cfg.vqvae.encoder.channels) - 1)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Catch contradictions a user can type before any work starts."""
+    if cfg.data.modality != cfg.modality.name:
+        raise UserError(f"data={cfg.data.name} is {cfg.data.modality} data but modality={cfg.modality.name}; drop the modality= override")
+    factor = downsample_factor(cfg)
+    if cfg.data.size % factor:
+        raise UserError(f"data.size={cfg.data.size} is not divisible by the tokenizer's downsampling x{factor} (vqvae.encoder.channels has {len(cfg.vqvae.encoder.channels)} levels)")
+    if OmegaConf.is_missing(cfg.data, "path"):
+        raise UserError(f"data={cfg.data.name} needs data.path=DIR (class subfolders of images, IDX files or a pixel CSV)")
+
+
+def stage_dir(cfg: DictConfig, stage: str) -> Path:
+    """``outputs/<data>/<stage>``: where runs of ``stage`` for this data land."""
+    return Path(cfg.paths.output_dir).resolve() / cfg.data.name / stage
+
+
+def latest_output(cfg: DictConfig, stage: str, filename: str, override_key: str) -> Path:
+    """``cfg[override_key]`` if set, else ``filename`` in the newest finished ``stage`` run of this data.
+
+    Missing: one line with the exact command that makes it.
+    """
+    explicit = cfg.get(override_key)
+    if explicit:
+        path = Path(str(explicit)).expanduser()
+        path = path / filename if path.is_dir() else path
+        if not path.is_file():
+            raise UserError(f"{override_key}={explicit}: no file at {path}")
+        return path.resolve()
+    path = stage_dir(cfg, stage) / "latest" / filename
+    if not path.is_file():
+        raise UserError(
+            f"no finished {stage} run for data={cfg.data.name} (looked for {path}); "
+            f"run first: python -m pipeline stage={stage} data={cfg.data.name} (or pass {override_key}=PATH)"
+        )
+    return path.resolve()
+
+
+def start_run(cfg: DictConfig) -> tuple[RunDir, Path | None, str]:
+    """The run directory (a new one, or the one to resume), the checkpoint to resume from and the W&B id."""
+    resumed = find_resume(cfg.resume, stage_dir(cfg, cfg.stage.name))
+    run_dir, ckpt_path = resumed if resumed else (RunDir(cfg.paths.run_dir), None)
+    wandb_id = run_dir.read().get("wandb_id") or secrets.token_hex(4)
+    return run_dir, ckpt_path, wandb_id
+
+
+def record_start(cfg: DictConfig, run_dir: RunDir, loggers: list[Logger], wandb_id: str, **fields: Any) -> None:
+    """Log the flat config to every logger and write the first ``run.json``."""
+    for logger in loggers:
+        logger.log_hyperparams(flat_config(cfg))
+    run_dir.update(
+        stage=cfg.stage.name, data=cfg.data.name, modality=cfg.modality.name, run_name=run_dir.path.name,
+        config_hash=config_hash(cfg), status="running", wandb_id=wandb_id if any(isinstance(x, WandbLogger) for x in loggers) else None,
+        **fields,
+    )
+
+
+def build_loggers(cfg: DictConfig, run_dir: RunDir, wandb_id: str | None) -> list[Logger]:
+    """The configured logger plus ``metrics.csv`` in the run directory (none for ``logger=none``)."""
+    if cfg.logger.get("_target_") is None:
+        return []
+    csv = CSVLogger(save_dir=str(run_dir.path), name="", version="")
+    if cfg.logger._target_.endswith("CSVLogger"):
+        return [csv]
+    wandb_logger = instantiate(cfg.logger, id=wandb_id, resume="allow")
+    return [wandb_logger, csv]
+
+
+def build_trainer(cfg: DictConfig, run_dir: RunDir, loggers: list[Logger], callbacks: list[L.Callback]) -> L.Trainer:
+    progress: L.Callback = RichProgressBar() if interactive_terminal() else PlainProgress(cfg.trainer.log_every_n_steps * 2)
+    return instantiate(
+        cfg.trainer,
+        logger=loggers or False,
+        callbacks=[*callbacks, progress, LearningRateMonitor(logging_interval="step")] if loggers else [*callbacks, progress],
+        enable_progress_bar=isinstance(progress, RichProgressBar),
+        default_root_dir=str(run_dir.path),
+        strategy=cfg.strategy.name,
+    )
+
+
+def wandb_logger(loggers: list[Logger]) -> WandbLogger | None:
+    return next((logger for logger in loggers if isinstance(logger, WandbLogger)), None)
+
+
+def finish_loggers(loggers: list[Logger]) -> None:
+    """Flush the CSV and close the W&B run (its files are complete only after ``wandb.finish``)."""
+    for logger in loggers:
+        logger.save()
+    if wandb_logger(loggers) is not None:
+        import wandb
+
+        wandb.finish()
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(("val/", "test/"))}
+
+
+def wandb_run_path(run_dir: RunDir) -> Path | None:
+    runs = sorted((run_dir.path / "wandb").glob("*run-*"))
+    return runs[-1] if runs else None

@@ -1,0 +1,96 @@
+"""Stage two: train a DiT on the frozen tokenizer's cached latents and write ``dit.pt``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig
+
+from pipeline.callbacks import SampleGrid
+from pipeline.diffusion import DiffusionModule, DiT, LatentDataModule, save_dit
+from pipeline.errors import UserError
+from pipeline.rundir import RunDir
+from pipeline.stages.common import (
+    build_loggers, build_trainer, check_config, finish_loggers, latest_output, record_start, scalar_metrics, start_run, wandb_run_path,
+)
+from pipeline.tokenizer import VQVAE, load_tokenizer
+
+
+def load_matching_tokenizer(cfg: DictConfig, path: Path) -> VQVAE:
+    """The tokenizer at ``path``, refused with one line when it was made for other data shapes."""
+    tokenizer = load_tokenizer(path)
+    meta = tokenizer.tokenizer_metadata
+    expected = {"modality": cfg.data.modality, "channels": cfg.data.channels, "size": cfg.data.size}
+    found = {key: meta.get(key) for key in expected}
+    if found != expected:
+        raise UserError(f"tokenizer {path} was trained for {found}, but data={cfg.data.name} is {expected}; pass a matching tokenizer_ckpt=")
+    return tokenizer
+
+
+def build_module(cfg: DictConfig, tokenizer: VQVAE) -> DiffusionModule:
+    """The DiT sized to the tokenizer's latents, with the configured objective; statistics come from the cache."""
+    channels, *grid = tokenizer.tokenizer_metadata["latent_shape"]
+    num_classes = int(cfg.data.num_classes) if cfg.stage.class_conditional else 0
+    model: DiT = instantiate(cfg.dit, input_size=grid, in_channels=channels, num_classes=num_classes)
+    objective = instantiate(cfg.objective)
+    return instantiate(
+        cfg.diffusion, model=model, objective=objective, latent_mean=torch.zeros(channels), latent_std=torch.ones(channels), compile=cfg.compile,
+    )
+
+
+def train_dit(cfg: DictConfig) -> dict[str, Any]:
+    """Encode the data once, train the DiT, save ``dit.pt`` (EMA weights) and a final sample grid."""
+    check_config(cfg)
+    tokenizer_path = latest_output(cfg, "vqvae", "tokenizer.pt", "tokenizer_ckpt")
+    tokenizer = load_matching_tokenizer(cfg, tokenizer_path)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    run_dir, ckpt_path, wandb_id = start_run(cfg)
+    latents = LatentDataModule(
+        instantiate(cfg.data), tokenizer_path, Path(cfg.paths.output_dir).resolve() / cfg.data.name / "latents",
+        batch_size=cfg.data.batch_size, hflip=cfg.data.hflip, num_workers=cfg.data.num_workers,
+    )
+    module = build_module(cfg, tokenizer)
+    loggers = build_loggers(cfg, run_dir, wandb_id)
+    grid = SampleGrid(
+        tokenizer, run_dir.samples, cfg.stage.grid_every_n_steps, cfg.stage.grid_per_class, cfg.stage.grid_steps,
+        cfg.sample.sampler, cfg.sample.cfg_scale, cfg.seed,
+    )
+    checkpoints = ModelCheckpoint(dirpath=str(run_dir.checkpoints), filename="step-{step}", save_last=True, save_top_k=1, monitor="val/loss", auto_insert_metric_name=False)
+    trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints])
+    if trainer.is_global_zero:
+        record_start(cfg, run_dir, loggers, wandb_id, tokenizer=str(tokenizer_path), resumed_from=str(ckpt_path) if ckpt_path else None)
+    try:
+        trainer.fit(module, datamodule=latents, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        metrics = scalar_metrics(trainer.callback_metrics)
+        result = _finish(cfg, trainer, module, latents, run_dir, grid, metrics)
+    except BaseException as err:
+        if trainer.is_global_zero:
+            run_dir.update(status="failed", error=f"{type(err).__name__}: {err}"[:500])
+        raise
+    finally:
+        finish_loggers(loggers)
+    return result
+
+
+def _finish(cfg: DictConfig, trainer: L.Trainer, module: DiffusionModule, latents: LatentDataModule, run_dir: RunDir, grid: SampleGrid, metrics: dict[str, float]) -> dict[str, Any]:
+    dit_path = run_dir.path / "dit.pt"
+    if trainer.is_global_zero:
+        save_dit(module, dit_path, {
+            "data": cfg.data.name, "modality": cfg.modality.name, "tokenizer": latents.meta["tokenizer"], "tokenizer_id": latents.tokenizer_id,
+            "latent_cache": str(latents.cache_dir), "run_name": run_dir.path.name, "step": trainer.global_step,
+            "preset": cfg.dit.get("preset"), "objective": module.objective.name,
+        })
+        run_dir.update(
+            status="finished", metrics=metrics, step=trainer.global_step, dit=str(dit_path), checkpoint=str(run_dir.checkpoints / "last.ckpt"),
+            latent_cache=str(latents.cache_dir), sample_grid=str(grid.last_path) if grid.last_path else None, compiled=module.compiled,
+        )
+        run_dir.mark_latest()
+    return {
+        "run_dir": run_dir.path, "checkpoint": run_dir.checkpoints / "last.ckpt", "dit": dit_path, "latent_cache": latents.cache_dir,
+        "sample_grid": grid.last_path, "wandb_run": wandb_run_path(run_dir), "metrics": metrics,
+    }

@@ -1,0 +1,53 @@
+"""Loading a trained DiT with the exact tokenizer it was trained on: shared by ``stage=sample`` and ``stage=eval``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from pipeline.diffusion import LoadedDiT, file_digest, generate, load_dit
+from pipeline.errors import UserError
+from pipeline.stages.common import latest_output
+from pipeline.tokenizer import VQVAE, load_tokenizer
+
+
+@dataclass
+class Generator:
+    dit: LoadedDiT
+    tokenizer: VQVAE
+    dit_path: Path
+    tokenizer_path: Path
+    device: torch.device
+
+    def images(self, labels: torch.Tensor | None, num: int, cfg: DictConfig, seed: int) -> torch.Tensor:
+        """``num`` images in [-1, 1] with the ``sample.*`` settings; the same seed gives the same images."""
+        return generate(
+            self.dit.model, self.dit.objective, self.tokenizer, self.dit.mean.to(self.device), self.dit.std.to(self.device), labels, num,
+            cfg.sample.steps, cfg.sample.sampler, cfg.sample.cfg_scale, torch.Generator().manual_seed(seed), cfg.sample.batch_size,
+        ).cpu()
+
+
+def load_generator(cfg: DictConfig) -> Generator:
+    """``dit_ckpt`` (default: the newest finished DiT run of this data) and the tokenizer recorded in it."""
+    dit_path = latest_output(cfg, "dit", "dit.pt", "dit_ckpt")
+    dit = load_dit(dit_path)
+    if dit.metadata.get("modality", cfg.data.modality) != cfg.data.modality:
+        raise UserError(f"{dit_path} is a {dit.metadata['modality']} model but data={cfg.data.name} is {cfg.data.modality}")
+    try:
+        dit.objective.check_sampler(cfg.sample.sampler)
+    except ValueError as err:
+        raise UserError(f"sample.sampler={cfg.sample.sampler}: {err}") from err
+    tokenizer_path = Path(cfg.tokenizer_ckpt or dit.metadata.get("tokenizer", "")).expanduser()
+    tokenizer = load_tokenizer(tokenizer_path)
+    if file_digest(tokenizer_path) != dit.metadata.get("tokenizer_id"):
+        raise UserError(
+            f"tokenizer {tokenizer_path} is not the one {dit_path} was trained on (id {file_digest(tokenizer_path)} != {dit.metadata.get('tokenizer_id')}); "
+            "pass tokenizer_ckpt= the original tokenizer.pt"
+        )
+    device = torch.device("cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu")
+    dit.model.to(device)
+    tokenizer.to(device)
+    return Generator(dit, tokenizer, dit_path, tokenizer_path, device)

@@ -1,0 +1,72 @@
+"""Stage one: train the VQ-VAE tokenizer and write ``tokenizer.pt``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig
+
+from pipeline.callbacks import ReconstructionGrid
+from pipeline.rundir import RunDir
+from pipeline.stages.common import (
+    build_loggers, build_trainer, check_config, downsample_factor, finish_loggers, record_start, scalar_metrics, start_run,
+    wandb_run_path,
+)
+from pipeline.tokenizer import VQVAE, save_tokenizer
+
+
+def train_vqvae(cfg: DictConfig) -> dict[str, Any]:
+    """Train the tokenizer; returns final metrics and where everything went."""
+    check_config(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    run_dir, ckpt_path, wandb_id = start_run(cfg)
+    datamodule = instantiate(cfg.data)
+    model: VQVAE = instantiate(cfg.vqvae)
+    loggers = build_loggers(cfg, run_dir, wandb_id)
+    grid = ReconstructionGrid(run_dir.samples, cfg.stage.grid_images)
+    checkpoints = ModelCheckpoint(
+        dirpath=str(run_dir.checkpoints), filename="best-{step}", monitor="val/rec_loss", mode="min", save_last=True, save_top_k=1,
+        auto_insert_metric_name=False,
+    )
+    trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints])
+    if trainer.is_global_zero:
+        record_start(cfg, run_dir, loggers, wandb_id, resumed_from=str(ckpt_path) if ckpt_path else None)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        if trainer.global_step % int(cfg.trainer.val_check_interval):
+            trainer.validate(model, datamodule=datamodule, verbose=False)
+        metrics = scalar_metrics(trainer.callback_metrics)
+        trainer.test(model, datamodule=datamodule, verbose=False)
+        metrics.update(scalar_metrics(trainer.callback_metrics))
+        result = _finish(cfg, trainer, model, datamodule, run_dir, grid, metrics)
+    except BaseException as err:
+        if trainer.is_global_zero:
+            run_dir.update(status="failed", error=f"{type(err).__name__}: {err}"[:500])
+        raise
+    finally:
+        finish_loggers(loggers)
+    return result
+
+
+def _finish(cfg: DictConfig, trainer: L.Trainer, model: VQVAE, datamodule: Any, run_dir: RunDir, grid: ReconstructionGrid, metrics: dict[str, float]) -> dict[str, Any]:
+    tokenizer_path = run_dir.path / "tokenizer.pt"
+    if trainer.is_global_zero:
+        latent = cfg.data.size // downsample_factor(cfg)
+        save_tokenizer(model, tokenizer_path, {
+            "data": cfg.data.name, "modality": cfg.modality.name, "channels": cfg.data.channels, "size": cfg.data.size,
+            "latent_shape": [cfg.vqvae.encoder.latent_dim, latent, latent], "num_classes": cfg.data.num_classes,
+            "size_preset": cfg.vqvae.size, "run_name": run_dir.path.name, "step": trainer.global_step,
+        })
+        run_dir.update(
+            status="finished", metrics=metrics, step=trainer.global_step, tokenizer=str(tokenizer_path),
+            checkpoint=str(run_dir.checkpoints / "last.ckpt"), reconstruction_grid=str(grid.last_path) if grid.last_path else None,
+            data_source=datamodule.source_record.get("source"),
+        )
+        run_dir.mark_latest()
+    return {
+        "run_dir": run_dir.path, "checkpoint": run_dir.checkpoints / "last.ckpt", "tokenizer": tokenizer_path,
+        "reconstruction_grid": grid.last_path, "wandb_run": wandb_run_path(run_dir), "metrics": metrics,
+    }

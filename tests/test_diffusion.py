@@ -1,0 +1,192 @@
+"""The DiT, the objectives and samplers, guidance and EMA, on tiny models and analytic targets."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pipeline.diffusion import DDPM, PRESETS, DiT, RectifiedFlow, guided
+from pipeline.diffusion.ema import ema_model
+from pipeline.diffusion.objectives import beta_schedule
+
+
+def tiny_dit(**kwargs) -> DiT:
+    options = dict(input_size=7, in_channels=4, patch_size=2, depth=2, hidden_size=32, num_heads=2, num_classes=3)
+    return DiT(**{**options, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "options, shape",
+    [
+        (dict(input_size=7, patch_size=2), (3, 4, 7, 7)),  # padded to 4 x 4 patches
+        (dict(input_size=[8, 6], patch_size=2), (3, 4, 8, 6)),
+        (dict(input_size=8, patch_size=1), (3, 4, 8, 8)),
+        (dict(input_size=[16], patch_size=4), (3, 4, 16)),  # a 1-D latent sequence
+        (dict(input_size=[15], patch_size=4), (3, 4, 15)),
+        (dict(input_size=8, norm="rmsnorm", mlp="swiglu", qk_norm=True), (3, 4, 8, 8)),
+    ],
+)
+def test_dit_keeps_the_input_shape_and_is_zero_at_init(options: dict, shape: tuple) -> None:
+    torch.manual_seed(0)
+    model = tiny_dit(**options)
+    x = torch.randn(shape)
+    out = model(x, torch.rand(shape[0]), torch.tensor([0, 1, 3]))  # 3 is the null class
+    assert out.shape == x.shape
+    assert torch.count_nonzero(out) == 0
+
+
+def test_patchify_and_unpatchify_are_inverse() -> None:
+    for options, shape in ((dict(input_size=8), (2, 4, 8, 8)), (dict(input_size=[12], patch_size=3), (2, 4, 12))):
+        model = tiny_dit(**options)
+        x = torch.randn(shape)
+        assert torch.equal(model.unpatchify(model.patchify(x)), x)
+
+
+def test_zero_init_still_learns() -> None:
+    torch.manual_seed(0)
+    model = tiny_dit()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    x, t, y = torch.randn(8, 4, 7, 7), torch.rand(8), torch.randint(0, 3, (8,))
+    for _ in range(3):
+        loss = RectifiedFlow().loss(model, x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert torch.count_nonzero(model(x, t, y)) > 0
+    assert all(block.modulation.weight.abs().sum() > 0 for block in model.blocks)
+
+
+def test_presets_follow_the_dit_paper() -> None:
+    assert PRESETS == {"XS": (6, 256, 4), "S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
+    model = DiT.from_preset("S", input_size=8, in_channels=4, patch_size=2, num_classes=10)
+    assert (len(model.blocks), model.config["hidden_size"], model.config["num_heads"], model.config["preset"]) == (12, 384, 6, "S")
+    # DiT-S/2 on 32x32x4 latents has about 33M parameters (DiT paper, Table 1)
+    with torch.device("meta"):  # sizes only: no memory, no init time
+        paper = DiT.from_preset("S", input_size=32, in_channels=4, patch_size=2, num_classes=1000)
+    assert 32e6 < sum(p.numel() for p in paper.parameters()) < 34e6
+    with pytest.raises(ValueError, match="valid: XS, S, B, L, XL"):
+        DiT.from_preset("M", input_size=8, in_channels=4)
+
+
+def test_flops_count_matches_the_dit_paper() -> None:
+    """DiT-XL/2 at 256 px (32x32x4 latents) is quoted as 118.6 GFLOPs (multiply-adds)."""
+    with torch.device("meta"):
+        model = DiT.from_preset("XL", input_size=32, in_channels=4, patch_size=2, num_classes=1000)
+    assert model.flops_per_sample() / 2 == pytest.approx(118.6e9, rel=0.02)
+
+
+def test_unconditional_model_takes_no_labels() -> None:
+    model = tiny_dit(num_classes=0)
+    assert model.y_embed is None
+    assert model(torch.randn(2, 4, 7, 7), torch.rand(2)).shape == (2, 4, 7, 7)
+
+
+def test_guidance_scale_one_is_the_conditional_prediction_and_zero_the_unconditional() -> None:
+    torch.manual_seed(0)
+    model = tiny_dit()
+    for parameter in model.parameters():  # leave the zero init behind
+        torch.nn.init.normal_(parameter, std=0.05)
+    x, t, y = torch.randn(4, 4, 7, 7), torch.tensor(0.3), torch.tensor([0, 1, 2, 0])
+    conditional = model(x, t.expand(4), y)
+    unconditional = model(x, t.expand(4), torch.full_like(y, model.null_class))
+    assert torch.allclose(guided(model, y, 1.0, model.null_class)(x, t), conditional, atol=1e-6)
+    assert torch.allclose(guided(model, y, 0.0, model.null_class)(x, t), unconditional, atol=1e-5)
+    assert torch.allclose(guided(model, y, 3.0, model.null_class)(x, t), unconditional + 3.0 * (conditional - unconditional), atol=1e-5)
+
+
+# Exact denoisers for data x0 ~ N(MEAN, STD^2): the samplers must turn noise into that distribution.
+MEAN, STD = 1.5, 0.5
+
+
+def flow_velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    variance = (1 - t) ** 2 * STD**2 + t**2
+    centred = x - (1 - t) * MEAN
+    return (t - (1 - t) * STD**2) / variance * centred - MEAN
+
+
+def ddpm_epsilon(objective: DDPM):
+    def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        alpha_bar = float(objective.alpha_bar[round(float(t) * objective.num_timesteps)])
+        variance = alpha_bar * STD**2 + 1 - alpha_bar
+        return math.sqrt(1 - alpha_bar) / variance * (x - math.sqrt(alpha_bar) * MEAN)
+
+    return predict
+
+
+@pytest.mark.parametrize(
+    "objective, sampler, steps",
+    [
+        (RectifiedFlow(), "euler", 50),
+        (RectifiedFlow(), "heun", 10),
+        (DDPM("linear"), "ddim", 50),
+        (DDPM("cosine"), "ddim", 50),
+        (DDPM("linear"), "ddpm", 100),
+        (DDPM("cosine"), "ddpm", 100),
+    ],
+)
+def test_samplers_recover_a_gaussian_target(objective, sampler: str, steps: int) -> None:
+    denoiser = flow_velocity if isinstance(objective, RectifiedFlow) else ddpm_epsilon(objective)
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn(20000, 1, generator=generator, dtype=torch.float64)
+    samples = objective.sample(denoiser, noise, steps, sampler, generator)
+    assert samples.mean().item() == pytest.approx(MEAN, abs=0.03)
+    assert samples.std().item() == pytest.approx(STD, abs=0.03)
+
+
+def test_a_sampler_that_does_not_fit_the_objective_is_refused() -> None:
+    with pytest.raises(ValueError, match="valid: euler, heun"):
+        RectifiedFlow().sample(flow_velocity, torch.randn(2, 1), 2, "ddim")
+    with pytest.raises(ValueError, match="valid: ddpm, ddim"):
+        DDPM().check_sampler("heun")
+
+
+def test_beta_schedules() -> None:
+    linear, cosine = beta_schedule("linear", 1000), beta_schedule("cosine", 1000)
+    assert linear[0].item() == pytest.approx(1e-4) and linear[-1].item() == pytest.approx(0.02)
+    for betas in (linear, cosine):
+        alpha_bar = torch.cumprod(1 - betas, 0)
+        assert torch.all(alpha_bar[1:] < alpha_bar[:-1]) and alpha_bar[-1] < 1e-3
+    with pytest.raises(ValueError):
+        beta_schedule("quadratic", 10)
+
+
+@pytest.mark.parametrize("objective", [RectifiedFlow(), DDPM("cosine", num_timesteps=100, clip_denoised=2.0)], ids=["flow", "ddpm"])
+def test_a_tiny_dit_learns_a_class_conditional_gaussian_mixture(objective) -> None:
+    """Class c's latents are all equal to c - 1: after training, guided samples land near their class value."""
+    torch.manual_seed(0)
+    model = DiT(input_size=[4], in_channels=2, patch_size=2, depth=2, hidden_size=64, num_heads=2, num_classes=3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(400):
+        y = torch.randint(0, 3, (64,))
+        x0 = (y.float() - 1.0).view(-1, 1, 1).expand(64, 2, 4) + 0.05 * torch.randn(64, 2, 4)
+        drop = torch.rand(64) < 0.1
+        loss = objective.loss(model, x0, torch.where(drop, torch.full_like(y, 3), y))
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.5 * first
+    labels = torch.arange(3).repeat_interleave(16)
+    generator = torch.Generator().manual_seed(1)
+    samples = objective.sample(guided(model, labels, 2.0, 3), torch.randn(48, 2, 4, generator=generator), 20, generator=generator)
+    per_class = samples.mean(dim=(1, 2)).view(3, 16).mean(1)
+    assert torch.allclose(per_class, torch.tensor([-1.0, 0.0, 1.0]), atol=0.25), per_class
+
+
+def test_ema_ramps_up_and_tracks_the_model() -> None:
+    model = torch.nn.Linear(3, 3)
+    ema = ema_model(model, decay=0.99)
+    assert torch.equal(ema.module.weight, model.weight)
+    ema.update_parameters(model)  # the first update copies
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update_parameters(model)  # n=1: decay (1 + 1) / (10 + 1)
+    expected_decay = 2 / 11
+    assert torch.allclose(ema.module.weight, model.weight - expected_decay, atol=1e-6)
+    for _ in range(2000):
+        ema.update_parameters(model)
+    assert torch.allclose(ema.module.weight, model.weight, atol=1e-5)
+    assert not any(p.requires_grad for p in ema.parameters())
