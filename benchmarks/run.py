@@ -3,7 +3,8 @@
 Each benchmark module exposes ``main(out_dir: Path) -> dict`` returning ``{"config": ..., "results": ...,
 "summary": {...}}``; ``summary`` holds the headline numbers shown in the markdown table. The runner
 writes ``outputs/bench/<name>.json`` per benchmark (machine info + what ``main`` returned) and
-``outputs/bench/summary.md``. Usage: ``python benchmarks/run.py [NAME ...] [--out-dir DIR]``.
+``outputs/bench/summary.md``. Usage: ``python benchmarks/run.py [NAME ...] [--out-dir DIR]``;
+``PIPELINE_BENCH_QUICK=1`` runs those that read it at toy sizes, to check that they work.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ import torch
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-PACKAGES = ("pipeline", "torch", "numpy", "torchmetrics", "lightning", "vector-quantize-pytorch", "einops")
+PACKAGES = ("pipeline", "torch", "numpy", "torchmetrics", "lightning", "vector-quantize-pytorch", "einops", "diffusers")
+# PIPELINE_BENCH_QUICK=1: benchmarks that read it shrink to a seconds-long smoke test; the numbers mean nothing.
+QUICK = os.environ.get("PIPELINE_BENCH_QUICK") == "1"
 
 
 def machine_info() -> dict[str, Any]:
@@ -94,6 +97,8 @@ def summary_markdown(records: list[dict[str, Any]]) -> str:
             f"({machine['torch_threads']} threads), load average at start {machine['load_average']}.",
             "",
         ]
+    if QUICK:
+        lines += ["**Quick mode (PIPELINE_BENCH_QUICK=1): benchmarks that read it ran at toy sizes; their numbers are meaningless.**", ""]
     lines += ["| benchmark | metric | value |", "|---|---|---|"]
     for record in records:
         if "error" in record:
@@ -119,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": name,
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": machine_info(),
+            "quick": QUICK,
         }
         start = time.perf_counter()
         try:

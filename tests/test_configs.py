@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from conftest import compose_config
 from pipeline.config import config_dir, launch_stamp
 from pipeline.data import DataModule
+from pipeline.diffusion import PRESETS
 from pipeline.tokenizer import VQVAE
 
 DATA_OPTIONS = sorted(p.stem for p in (config_dir() / "data").glob("*.yaml"))
@@ -85,3 +87,29 @@ def test_flat_config_masks_secrets_only(tmp_path: Path) -> None:
     assert flat["logger.api_key"] == "***" and flat["hf_token"] == "***"
     assert "abc123" not in str(flat) and "hf_secret" not in str(flat)
     assert flat["tokenizer_ckpt"] is None and flat["data.name"] == "mnist"
+
+
+@pytest.mark.parametrize("stage", ["dit", "sample", "eval"])
+def test_stage_two_configs_compose_and_resolve(stage: str) -> None:
+    cfg = compose_config(f"stage={stage}")
+    assert cfg.stage.name == stage
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert resolved["sample"]["steps"] == 25 and resolved["objective"]["_target_"] == "pipeline.diffusion.RectifiedFlow"
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_dit_preset_instantiates_with_the_paper_sizes(preset: str) -> None:
+    cfg = compose_config("stage=dit", f"dit={preset}")
+    with torch.device("meta"):
+        model = instantiate(cfg.dit, input_size=[7, 7], in_channels=16, num_classes=10)
+    assert (len(model.blocks), model.config["hidden_size"], model.config["num_heads"]) == PRESETS[preset]
+    assert model.config["preset"] == preset and model.patch_size == 2
+
+
+@pytest.mark.parametrize("objective, name", [("flow", "flow"), ("ddpm", "ddpm")])
+def test_objectives_and_the_training_module_instantiate(objective: str, name: str) -> None:
+    cfg = compose_config("stage=dit", f"objective={objective}", "dit.depth=1")
+    model = instantiate(cfg.dit, input_size=[7, 7], in_channels=16, num_classes=10)
+    module = instantiate(cfg.diffusion, model=model, objective=instantiate(cfg.objective), latent_mean=torch.zeros(16), latent_std=torch.ones(16))
+    assert module.objective.name == name and module.hparams.ema_decay == cfg.diffusion.ema_decay
+    assert isinstance(module.optimizer_factory(params=model.parameters()), torch.optim.AdamW)

@@ -1,0 +1,215 @@
+"""DiT training throughput: our ``pipeline.diffusion.DiT`` against diffusers' ``DiTTransformer2DModel``.
+
+One step is forward + MSE to a random target + backward + AdamW step, fp32 on CPU, on the same
+input for every model. Each shape runs our DiT in every variant a user can pick from the config
+(AdamW for-loop default / ``foreach`` / ``fused``, eager or ``compile=true``), an RMSNorm + SwiGLU
+variant (extra information) and diffusers' DiT of the same depth, width, heads and patch. After a
+warm-up (which also compiles) every variant runs once per repeat, the order reversed every other
+repeat so load drift from other processes hits all alike; the headline is the median step time,
+turned into latents per second and into achieved FLOP/s against this machine's measured fp32
+matmul rate. ``PIPELINE_BENCH_QUICK=1`` shrinks everything to a smoke test (numbers meaningless).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from diffusers import DiTTransformer2DModel
+from torch import nn
+
+from pipeline.diffusion import PRESETS, DiT
+
+QUICK = os.environ.get("PIPELINE_BENCH_QUICK") == "1"
+
+
+def _shape(preset: str, channels: int, ours_size: int, theirs_size: int, batch: int) -> dict[str, Any]:
+    depth, hidden_size, num_heads = PRESETS[preset]
+    return dict(preset=preset, depth=depth, hidden_size=hidden_size, num_heads=num_heads, channels=channels,
+                ours_size=ours_size, theirs_size=theirs_size, batch=batch)
+
+
+CONFIG: dict[str, Any] = {
+    "quick": QUICK,
+    "threads": 2,
+    "dtype": "float32",
+    "seed": 0,
+    "patch_size": 2,
+    "num_classes": 10,
+    "adamw": {"lr": 1e-3, "betas": [0.9, 0.99], "weight_decay": 0.0},  # the values do not change the time
+    "warmup": 3,
+    "repeats": 10,
+    "matmul_size": 2048,
+    "matmul_repeats": 10,
+    "shapes": {
+        "S_8x8x4": _shape("S", channels=4, ours_size=8, theirs_size=8, batch=32),
+        "XS_mnist_16x7x7": _shape("XS", channels=16, ours_size=7, theirs_size=8, batch=64),
+    },
+    "target_speedup": 1.0,
+    "target_matmul_share_S": 0.85,
+    "ours": "DiT(input_size, in_channels, patch_size=2, depth, hidden_size, num_heads, num_classes=10), t in [0, 1]",
+    "variants": "optimizer default (for-loop: torch's default on CPU) / foreach / fused (config: "
+    "+diffusion.optimizer.foreach=true or fused=true), eager or torch.compile(model) (config: compile=true)",
+    "theirs": "DiTTransformer2DModel(num_attention_heads, attention_head_dim=width/heads, in_channels, out_channels=in_channels, "
+    "num_layers=depth, sample_size, patch_size=2, num_embeds_ada_norm=10, norm_type='ada_norm_zero'), timestep = 1000 t, "
+    "eager, AdamW default; called as model(hidden_states=x, timestep=t, class_labels=y).sample",
+    "mnist_shape": "ours takes 16x7x7 and zero-pads it to 8x8 (4x4 patches of 2x2); diffusers cannot take 7x7 with "
+    "patch 2, so it gets 16x8x8: the same 16 tokens",
+    "flops": "training FLOPs = 3 x our DiT.flops_per_sample() x batch for both models (same architecture; diffusers' "
+    "per-block copies of the timestep and label embedders, under 1% extra, are not counted)",
+}
+if QUICK:  # one thread: on a busy machine two-thread barriers stall every tiny op
+    CONFIG.update(threads=1, warmup=1, repeats=2, matmul_size=256, matmul_repeats=3)
+    for shape in CONFIG["shapes"].values():
+        shape.update(depth=1, hidden_size=64, num_heads=2, batch=2)
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # x, t in [0, 1], y, target
+
+
+def _time_s(step: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def _stats(samples: list[float]) -> dict[str, float]:
+    """Median, min and interquartile range of step times (seconds)."""
+    quartiles = statistics.quantiles(samples, n=4)
+    return {"median_s": statistics.median(samples), "min_s": min(samples), "p25_s": quartiles[0], "p75_s": quartiles[2]}
+
+
+def matmul_gflops(size: int, repeats: int) -> float:
+    """This machine's fp32 rate (GFLOP/s) on a square ``size``^3 matmul, median of repeats."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(2):
+        a @ b
+    return 2.0 * size**3 / statistics.median(_time_s(lambda: a @ b) for _ in range(repeats)) / 1e9
+
+
+def ours_model(shape: dict[str, Any], **kwargs: Any) -> DiT:
+    torch.manual_seed(CONFIG["seed"])
+    return DiT(shape["ours_size"], shape["channels"], CONFIG["patch_size"], shape["depth"], shape["hidden_size"],
+               shape["num_heads"], num_classes=CONFIG["num_classes"], **kwargs)
+
+
+def theirs_model(shape: dict[str, Any]) -> DiTTransformer2DModel:
+    torch.manual_seed(CONFIG["seed"])
+    return DiTTransformer2DModel(
+        num_attention_heads=shape["num_heads"], attention_head_dim=shape["hidden_size"] // shape["num_heads"],
+        in_channels=shape["channels"], out_channels=shape["channels"], num_layers=shape["depth"],
+        sample_size=shape["theirs_size"], patch_size=CONFIG["patch_size"], num_embeds_ada_norm=CONFIG["num_classes"],
+        norm_type="ada_norm_zero",
+    )
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def train_step(model: nn.Module, forward: Callable[..., torch.Tensor], batch: Batch, optimizer: dict[str, bool]) -> Callable[[], None]:
+    """One forward + MSE + backward + AdamW step of ``forward`` (``model`` or its compiled wrapper)."""
+    adamw = CONFIG["adamw"]
+    opt = torch.optim.AdamW(model.train().parameters(), lr=adamw["lr"], betas=tuple(adamw["betas"]), weight_decay=adamw["weight_decay"], **optimizer)
+    x, t, y, target = batch
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.mse_loss(forward(x, t, y), target).backward()
+        opt.step()
+
+    return step
+
+
+class Variant(NamedTuple):
+    step: Callable[[], None]
+    flops: int  # forward FLOPs per sample
+    params: int
+
+
+def build_variants(shape: dict[str, Any]) -> dict[str, Variant]:
+    """Every variant's training step, all on one shared batch (diffusers on its 8 x 8 twin)."""
+    torch.manual_seed(CONFIG["seed"])
+    b, c = shape["batch"], shape["channels"]
+    x, x_theirs = (torch.randn(b, c, size, size) for size in (shape["ours_size"], shape["theirs_size"]))
+    t, y = torch.rand(b), torch.randint(0, CONFIG["num_classes"], (b,))
+    target, target_theirs = torch.randn_like(x), torch.randn_like(x_theirs)
+    variants = {}
+    for compiled in (False, True):
+        for opt_name, optimizer in {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}.items():
+            model = ours_model(shape)
+            step = train_step(model, torch.compile(model) if compiled else model, (x, t, y, target), optimizer)
+            variants[f"ours_{'compiled' if compiled else 'eager'}_{opt_name}"] = Variant(step, model.flops_per_sample(), _count(model))
+    model = ours_model(shape, norm="rmsnorm", mlp="swiglu")
+    variants["ours_rmsnorm_swiglu_eager_default"] = Variant(train_step(model, model, (x, t, y, target), {}), model.flops_per_sample(), _count(model))
+    theirs = theirs_model(shape)
+    forward = lambda x, t, y: theirs(hidden_states=x, timestep=1000.0 * t, class_labels=y).sample  # noqa: E731
+    step = train_step(theirs, forward, (x_theirs, t, y, target_theirs), {})
+    variants["diffusers_eager_default"] = Variant(step, variants["ours_eager_default"].flops, _count(theirs))
+    return variants
+
+
+def bench_shape(shape: dict[str, Any], matmul_rate: float) -> dict[str, Any]:
+    """Warm up (a variant whose warm-up raises, e.g. a failed compile, is recorded and dropped), then time all."""
+    variants, errors = build_variants(shape), {}
+    for name, variant in list(variants.items()):
+        try:
+            for _ in range(CONFIG["warmup"]):
+                variant.step()
+        except Exception as err:  # torch.compile without a working compiler: record it, keep the others
+            errors[name] = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]}"
+            del variants[name]
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    order = list(variants)
+    for repeat in range(CONFIG["repeats"]):
+        for name in order if repeat % 2 == 0 else reversed(order):
+            samples[name].append(_time_s(variants[name].step))
+
+    timings = {}
+    for name, values in samples.items():
+        median, variant = statistics.median(values), variants[name]
+        achieved = 3 * variant.flops * shape["batch"] / median / 1e9
+        timings[name] = {**_stats(values), "samples_s": values, "latents_per_s": shape["batch"] / median,
+                         "forward_flops_per_sample": variant.flops, "params": variant.params,
+                         "achieved_gflops": achieved, "matmul_share": achieved / matmul_rate}
+    # The headline "ours": the fastest variant the config offers for the DiT architecture (not RMSNorm/SwiGLU).
+    best = max((n for n in timings if n.startswith("ours_") and "rmsnorm" not in n), key=lambda n: timings[n]["latents_per_s"])
+    theirs = timings["diffusers_eager_default"]["latents_per_s"]
+    return {
+        "variants": timings,
+        "errors": errors,
+        "best_ours": best,
+        "speedup": timings[best]["latents_per_s"] / theirs,
+        "speedup_eager_default": timings["ours_eager_default"]["latents_per_s"] / theirs,
+    }
+
+
+def main(out_dir: Path) -> dict[str, Any]:
+    """Time every variant in both shapes; ``out_dir`` is unused (everything goes in the JSON)."""
+    torch.set_num_threads(CONFIG["threads"])
+    rate = matmul_gflops(CONFIG["matmul_size"], CONFIG["matmul_repeats"])
+    shapes = {name: bench_shape(shape, rate) for name, shape in CONFIG["shapes"].items()}
+    results = {"matmul_gflops": rate, "load_average_end": list(os.getloadavg()), "shapes": shapes}
+
+    summary: dict[str, Any] = {"fp32 matmul rate (GFLOP/s)": rate}
+    for name, r in shapes.items():
+        best, v = r["best_ours"], r["variants"]
+        summary[f"{name}: ours best variant"] = best
+        summary[f"{name}: ours (latents/s)"] = v[best]["latents_per_s"]
+        summary[f"{name}: diffusers (latents/s)"] = v["diffusers_eager_default"]["latents_per_s"]
+        summary[f"{name}: speedup ours/diffusers"] = r["speedup"]
+        summary[f"{name}: speedup, both eager default AdamW"] = r["speedup_eager_default"]
+        summary[f"{name}: ours share of matmul rate"] = v[best]["matmul_share"]
+        summary[f"{name}: diffusers share of matmul rate"] = v["diffusers_eager_default"]["matmul_share"]
+        summary[f"{name}: RMSNorm+SwiGLU (latents/s)"] = v["ours_rmsnorm_swiglu_eager_default"]["latents_per_s"]
+        summary[f"{name}: target >= {CONFIG['target_speedup']:g}x met"] = r["speedup"] >= CONFIG["target_speedup"]
+        if r["errors"]:
+            summary[f"{name}: failed variants"] = ", ".join(r["errors"])
+    share_s = shapes["S_8x8x4"]["variants"][shapes["S_8x8x4"]["best_ours"]]["matmul_share"]
+    summary[f"S: target >= {CONFIG['target_matmul_share_S']:.0%} of matmul rate met"] = share_s >= CONFIG["target_matmul_share_S"]
+    return {"config": CONFIG, "results": results, "summary": summary}

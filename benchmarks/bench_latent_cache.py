@@ -1,0 +1,210 @@
+"""Stage-two epoch time with the latent cache against encoding every batch on the fly.
+
+Both modes train the same DiT XS/2 (16 x 7 x 7 latents, rectified flow, AdamW) for one epoch over
+the same synthetic 28 x 28 uint8 images, fp32 on CPU, with the ``vqvae=small`` tokenizer shape
+(random weights: timing does not depend on them). "on_the_fly" loads images through
+``ImageTensorDataset`` and encodes each batch with the frozen tokenizer under ``no_grad`` before
+the DiT step; "cached" builds the cache once with ``build_latent_cache`` (timed on its own) and then
+reads ``LatentDataset`` through a DataLoader. After a warm-up epoch each, the modes alternate
+epochs, first one then the other, the order reversed every repeat; the headline is the median.
+Memory: each mode runs one more epoch in a fresh single-threaded child process (this file as a
+script; the two side by side), which reports its resident set size after setup and its peak over
+the epoch alone (Linux ``VmHWM``, reset after setup), both including the Python + torch baseline,
+and ``ru_maxrss`` for the whole process. ``PIPELINE_BENCH_QUICK=1`` shrinks everything to a smoke test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.data.datamodule import ImageTensorDataset
+from pipeline.diffusion import PRESETS, DiT, LatentDataset, RectifiedFlow, build_latent_cache
+from pipeline.diffusion.latents import META_FILE
+from pipeline.tokenizer import VQVAE, ImageDecoder, ImageEncoder, VectorQuantizer
+
+QUICK = os.environ.get("PIPELINE_BENCH_QUICK") == "1"
+DEPTH, HIDDEN_SIZE, NUM_HEADS = PRESETS["XS"]
+MODES = ("on_the_fly", "cached")
+
+CONFIG: dict[str, Any] = {
+    "quick": QUICK,
+    "threads": 2,
+    "dtype": "float32",
+    "seed": 0,
+    "num_images": 2048,
+    "val_images": 256,  # build_latent_cache also encodes a val split; its time is in the build time
+    "image_shape": [1, 28, 28],
+    "num_classes": 10,
+    "batch": 64,
+    "dit": {"preset": "XS", "depth": DEPTH, "hidden_size": HIDDEN_SIZE, "num_heads": NUM_HEADS, "patch_size": 2,
+            "in_channels": 16, "input_size": 7, "num_classes": 10},
+    "objective": "RectifiedFlow() (defaults)",
+    "adamw": {"lr": 1e-3, "betas": [0.9, 0.99], "weight_decay": 0.0},  # the values do not change the time
+    "tokenizer": "VQVAE(ImageEncoder(1, [16, 32, 64], 1, 16), ImageDecoder(1, [16, 32, 64], 1, 16), "
+    "VectorQuantizer(16, 512, kmeans_init=False)), random weights, eval, frozen",
+    "loaders": "DataLoader(batch_size=batch, shuffle=True, drop_last=True, num_workers=0) in both modes",
+    "on_the_fly_note": "encoded latents are not normalised per channel (an affine map, negligible time)",
+    "warmup_epochs": 1,
+    "repeats": 3,
+    "target_speedup": 1.5,
+    "memory": "one epoch per mode in a fresh single-threaded child process (both at once), from /proc/self/status: "
+    "setup_rss = VmRSS after imports, models and data; epoch_peak_rss = VmHWM over the epoch (reset just before it "
+    "via /proc/self/clear_refs); process_peak_rss = ru_maxrss (imports included). All include the Python + torch "
+    "baseline; tracemalloc is not used (it misses torch's allocations)",
+}
+if QUICK:  # one thread: on a busy machine two-thread barriers stall every tiny op
+    CONFIG.update(threads=1, num_images=128, val_images=32, batch=32, repeats=2)
+    CONFIG["dit"].update(depth=1, hidden_size=64, num_heads=2)
+
+
+def _stats(samples: list[float]) -> dict[str, float]:
+    """Median, min and interquartile range of epoch times (seconds)."""
+    quartiles = statistics.quantiles(samples, n=4)
+    return {"median_s": statistics.median(samples), "min_s": min(samples), "p25_s": quartiles[0], "p75_s": quartiles[2]}
+
+
+def synthetic_images(num: int, seed: int) -> ImageTensorDataset:
+    """``num`` uniform-noise uint8 images with random labels."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (num, *CONFIG["image_shape"]), dtype=torch.uint8, generator=generator)
+    return ImageTensorDataset(images, torch.randint(0, CONFIG["num_classes"], (num,), generator=generator))
+
+
+def small_tokenizer() -> VQVAE:
+    torch.manual_seed(CONFIG["seed"])
+    channels = [16, 32, 64]
+    model = VQVAE(ImageEncoder(1, channels, 1, 16), ImageDecoder(1, channels, 1, 16), VectorQuantizer(16, 512, kmeans_init=False))
+    return model.eval().requires_grad_(False)
+
+
+def build_cache(target: Path) -> float:
+    """Encode the train and val images into ``target``; seconds taken (after one warm-up encode)."""
+    tokenizer = small_tokenizer()
+    splits = {"train": synthetic_images(CONFIG["num_images"], CONFIG["seed"]), "val": synthetic_images(CONFIG["val_images"], CONFIG["seed"] + 1)}
+    with torch.no_grad():
+        tokenizer.encode(splits["val"].images[: CONFIG["batch"]].float())
+    start = time.perf_counter()
+    build_latent_cache(tokenizer, splits, target, hflip=False, meta={"tokenizer": "random small"})
+    return time.perf_counter() - start
+
+
+def latent_dataset(cache_dir: Path) -> LatentDataset:
+    """The cached train latents, memory-mapped and normalized with the cache's statistics (as ``LatentDataModule``)."""
+    meta = json.loads((cache_dir / META_FILE).read_text())
+    latents = np.load(cache_dir / "train_latents.npy", mmap_mode="r")
+    return LatentDataset(latents, np.load(cache_dir / "train_labels.npy"), torch.tensor(meta["mean"]), torch.tensor(meta["std"]))
+
+
+def make_epoch(mode: str, cache_dir: Path) -> Callable[[], float]:
+    """A fresh seeded DiT + AdamW and the mode's loader; returns one training epoch, which returns its seconds."""
+    torch.manual_seed(CONFIG["seed"])
+    model = DiT(**CONFIG["dit"]).train()
+    adamw = CONFIG["adamw"]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=adamw["lr"], betas=tuple(adamw["betas"]), weight_decay=adamw["weight_decay"])
+    objective = RectifiedFlow()
+    encode: Callable[[torch.Tensor], torch.Tensor] | None
+    dataset: Dataset
+    if mode == "on_the_fly":
+        encode, dataset = small_tokenizer().encode, synthetic_images(CONFIG["num_images"], CONFIG["seed"])
+    else:
+        encode, dataset = None, latent_dataset(cache_dir)
+    loader = DataLoader(dataset, batch_size=CONFIG["batch"], shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(CONFIG["seed"]))
+
+    def epoch() -> float:
+        start = time.perf_counter()
+        for x, y in loader:
+            if encode is not None:
+                with torch.no_grad():
+                    x = encode(x)
+            optimizer.zero_grad(set_to_none=True)
+            objective.loss(model, x, y).backward()
+            optimizer.step()
+        return time.perf_counter() - start
+
+    return epoch
+
+
+def _status_mib(field: str) -> float:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident since start or the last reset) from /proc (Linux)."""
+    match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    assert match is not None, field
+    return int(match.group(1)) / 1024
+
+
+def child_memory(cache_dir: Path) -> dict[str, dict[str, float]]:
+    """One epoch per mode, each in a fresh single-threaded interpreter (this file as a script), side by side; their RSS reports."""
+    children = {mode: subprocess.Popen([sys.executable, __file__, mode, str(cache_dir)], stdout=subprocess.PIPE, text=True) for mode in MODES}
+    reports = {mode: child.communicate()[0] for mode, child in children.items()}
+    failed = {mode: child.returncode for mode, child in children.items() if child.returncode}
+    if failed:
+        raise RuntimeError(f"memory child processes failed: {failed}")
+    return {mode: json.loads(report.strip().splitlines()[-1]) for mode, report in reports.items()}
+
+
+def main(out_dir: Path) -> dict[str, Any]:
+    """Build the cache in a temporary folder, time both modes' epochs, then their memory; ``out_dir`` is unused."""
+    torch.set_num_threads(CONFIG["threads"])
+    with tempfile.TemporaryDirectory() as tmp:
+        cache_dir = Path(tmp) / "latents"
+        build_s = build_cache(cache_dir)
+        cache_bytes = {f.name: f.stat().st_size for f in sorted(cache_dir.iterdir())}
+        epochs = {mode: make_epoch(mode, cache_dir) for mode in MODES}
+        for epoch in epochs.values():
+            for _ in range(CONFIG["warmup_epochs"]):
+                epoch()
+        samples: dict[str, list[float]] = {mode: [] for mode in MODES}
+        for repeat in range(CONFIG["repeats"]):
+            for mode in MODES if repeat % 2 == 0 else reversed(MODES):
+                samples[mode].append(epochs[mode]())
+        memory = child_memory(cache_dir)
+
+    timings = {mode: {**_stats(values), "samples_s": values} for mode, values in samples.items()}
+    speedup = timings["on_the_fly"]["median_s"] / timings["cached"]["median_s"]
+    results = {
+        "epoch": timings,
+        "steps_per_epoch": CONFIG["num_images"] // CONFIG["batch"],
+        "speedup": speedup,
+        "target_met": speedup >= CONFIG["target_speedup"],
+        "cache_build_s": build_s,
+        "cache_bytes": {**cache_bytes, "total": sum(cache_bytes.values())},
+        "memory_mib": memory,
+        "load_average_end": list(os.getloadavg()),
+    }
+    summary = {
+        "on the fly epoch (s)": timings["on_the_fly"]["median_s"],
+        "cached epoch (s)": timings["cached"]["median_s"],
+        "speedup (on the fly / cached)": speedup,
+        f"target >= {CONFIG['target_speedup']:g}x met": results["target_met"],
+        "cache build, one-off (s)": build_s,
+        "cache size on disk (bytes)": results["cache_bytes"]["total"],
+        "on the fly epoch peak RSS (MiB)": memory["on_the_fly"]["epoch_peak_rss"],
+        "cached epoch peak RSS (MiB)": memory["cached"]["epoch_peak_rss"],
+        "on the fly RSS added by the epoch (MiB)": memory["on_the_fly"]["epoch_peak_rss"] - memory["on_the_fly"]["setup_rss"],
+        "cached RSS added by the epoch (MiB)": memory["cached"]["epoch_peak_rss"] - memory["cached"]["setup_rss"],
+    }
+    return {"config": CONFIG, "results": results, "summary": summary}
+
+
+if __name__ == "__main__":  # child_memory: python bench_latent_cache.py MODE CACHE_DIR -> one JSON line (MiB)
+    torch.set_num_threads(1)  # two children share the machine; threads do not change the memory that matters
+    run_epoch = make_epoch(sys.argv[1], Path(sys.argv[2]))
+    setup = _status_mib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux >= 4.0), so the epoch's peak is not the imports'
+    run_epoch()
+    process_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"setup_rss": setup, "epoch_peak_rss": _status_mib("VmHWM"), "process_peak_rss": process_peak}))
