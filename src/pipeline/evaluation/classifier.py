@@ -1,0 +1,171 @@
+"""A small reference classifier, trained once per data set on its real train split.
+
+Its penultimate features feed the classifier Frechet distance and its predictions score
+class-conditional samples. ``classifier.pt`` holds plain tensors and a plain-dict config, so it
+loads with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.data.datamodule import ImageTensorDataset
+from pipeline.errors import UserError, one_line
+from pipeline.fileio import atomic_write, write_json
+
+FORMAT = "pipeline.classifier/1"
+log = logging.getLogger("pipeline.evaluation")
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(B, C, H, W)`` -> float in [-1, 1], as the DataModule serves them."""
+    return images.float() / 127.5 - 1.0
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class ReferenceClassifier(nn.Module):
+    """Conv blocks of width, 2*width and twice 4*width with two 2x poolings, global average pool, an MLP head.
+
+    Works for any input of at least 8x8 pixels; inputs are float images in [-1, 1].
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 32, num_features: int = 128) -> None:
+        super().__init__()
+        self.config = dict(in_channels=in_channels, num_classes=num_classes, width=width, num_features=num_features)
+        self.num_features = num_features
+        self.body = nn.Sequential(
+            _block(in_channels, width), nn.MaxPool2d(2),  # (B, w, H/2, W/2)
+            _block(width, 2 * width), nn.MaxPool2d(2),  # (B, 2w, H/4, W/4)
+            _block(2 * width, 4 * width), _block(4 * width, 4 * width),  # the second block lifts MNIST from ~94% to ~98%
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),  # (B, 4w)
+            nn.Linear(4 * width, num_features), nn.ReLU(inplace=True),
+        )
+        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(num_features, num_classes))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features ``(B, num_features)``."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))  # (B, num_classes) logits
+
+
+def random_shift(x: torch.Tensor, pad: int = 2) -> torch.Tensor:
+    """Shift each image by up to ``pad`` pixels each way (edge pixels repeat into the gap)."""
+    _, _, H, W = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    shifts = torch.randint(0, 2 * pad + 1, (len(x), 2)).tolist()
+    return torch.stack([padded[i, :, dy : dy + H, dx : dx + W] for i, (dy, dx) in enumerate(shifts)])
+
+
+def train_classifier(
+    train: ImageTensorDataset, test: ImageTensorDataset, num_classes: int,
+    epochs: int = 4, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
+) -> tuple[ReferenceClassifier, dict[str, Any]]:
+    """Train on ``train``, score on ``test``; the same seed gives the same weights. Returns a frozen model."""
+    start = time.perf_counter()
+    batch_size = min(batch_size, len(train))
+    steps = len(train) // batch_size  # drop the ragged tail: BatchNorm needs more than one image
+    with torch.random.fork_rng(devices=[]):  # seeds init, shuffling, shifts and dropout without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = ReferenceClassifier(train.images.shape[1], num_classes)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps)
+        for _ in range(epochs):
+            order = torch.randperm(len(train))[: steps * batch_size].view(steps, batch_size)
+            for index in order:
+                x = random_shift(to_unit(train.images[index]))
+                loss = F.cross_entropy(model(x), train.labels[index])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+    model.eval().requires_grad_(False)
+    record = {
+        "test_accuracy": conditional_accuracy(model, test.images, test.labels),
+        "train_examples": len(train), "test_examples": len(test), "epochs": epochs, "seed": seed,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    return model, record
+
+
+@torch.no_grad()
+def conditional_accuracy(classifier: ReferenceClassifier, images_uint8: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
+    """Share of images the classifier assigns to ``labels`` (how well samples follow their condition)."""
+    device = next(classifier.parameters()).device
+    classifier.eval()
+    correct = sum(
+        (classifier(to_unit(x.to(device))).argmax(1) == y.to(device)).sum().item()
+        for x, y in zip(images_uint8.split(batch_size), labels.split(batch_size))
+    )
+    return correct / len(labels)
+
+
+def save_classifier(model: ReferenceClassifier, record: dict[str, Any], path: str | Path) -> Path:
+    """Write ``classifier.pt`` atomically; ``record`` must be plain (numbers, strings)."""
+    payload = {
+        "format": FORMAT, "config": model.config, "record": record,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
+
+
+def load_classifier(path: str | Path) -> tuple[ReferenceClassifier, dict[str, Any]]:
+    """Load ``classifier.pt`` frozen, in eval mode; a missing, corrupt or foreign file raises :class:`UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"classifier file not found: {path} (stage=eval trains one and caches it)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, random bytes, pickled objects: all the same to the user
+        raise UserError(f"cannot read classifier file {path}: {one_line(err, 200)}") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"{path} is not a pipeline classifier file (expected format {FORMAT!r})")
+    try:
+        model = ReferenceClassifier(**payload["config"])
+        model.load_state_dict(payload["state_dict"])
+    except Exception as err:  # missing keys, wrong shapes, bad config
+        raise UserError(f"{path} does not match its own config: {one_line(err, 200)}") from err
+    model.eval().requires_grad_(False)
+    return model, payload["record"]
+
+
+def load_or_train_classifier(
+    cache_dir: Path, train: ImageTensorDataset, test: ImageTensorDataset, num_classes: int,
+    fingerprint: str, epochs: int = 4, seed: int = 0,
+) -> tuple[ReferenceClassifier, dict[str, Any]]:
+    """The classifier cached under ``cache_dir/fingerprint/``, trained and cached there first if need be.
+
+    ``fingerprint`` names the data (set, split, resolution); a cached file that cannot be read or was
+    trained for other channels, classes, epochs or seed is trained again and replaced.
+    """
+    path = Path(cache_dir) / fingerprint / "classifier.pt"
+    wanted = {"in_channels": train.images.shape[1], "num_classes": num_classes, "epochs": epochs, "seed": seed}
+    if path.is_file():
+        try:
+            model, record = load_classifier(path)
+            found = {**model.config, **record}
+            if all(found.get(k) == v for k, v in wanted.items()):
+                log.info("reference classifier: cached %s (test accuracy %.4f)", path, record["test_accuracy"])
+                return model, {**record, "cached": True, "path": str(path)}
+            log.info("reference classifier: %s was trained with other settings; training again", path)
+        except UserError as err:
+            log.warning("reference classifier: %s; training again", err)
+    model, record = train_classifier(train, test, num_classes, epochs=epochs, seed=seed)
+    save_classifier(model, record, path)
+    write_json(path.with_suffix(".json"), record)
+    log.info("reference classifier: trained in %.0fs, test accuracy %.4f, saved to %s", record["seconds"], record["test_accuracy"], path)
+    return model, {**record, "cached": False, "path": str(path)}
