@@ -89,7 +89,7 @@ def test_help_and_cfg_job(tmp_path: Path) -> None:
         (["data=synthetic_image", "resume=/nonexistent/run"], "resume=/nonexistent/run: no checkpoint"),
         (["data=synthetic_image", "resume=true"], "resume=true: no unfinished run"),
         (["data=cifar10", "data.hub_timeout=1"], "no source for data 'cifar10' worked"),
-        (["stage.name=dit"], "stage=dit is not available yet"),
+        (["stage.name=train"], "stage=train is not available; valid: vqvae, dit, sample, eval"),
         (["trainer.max_stepz=3"], "bad config"),
     ],
 )

@@ -96,6 +96,8 @@ def test_a_sampler_of_the_other_objective_exits_2(dit_cli_run: CliRun) -> None:
         (["stage=dit", "tokenizer_ckpt=/nope/tokenizer.pt"], "tokenizer_ckpt=/nope/tokenizer.pt: no file at /nope/tokenizer.pt"),
         (["stage=sample"], "run first: python -m pipeline stage=dit data=synthetic_image"),
         (["stage=eval"], "run first: python -m pipeline stage=dit data=synthetic_image"),
+        (["stage=sample", "sample.num=0"], "sample.num must be at least 1 (got 0)"),
+        (["stage=sample", "sample.steps=0"], "sample.steps and sample.batch_size must be at least 1"),
     ],
 )
 def test_missing_inputs_exit_2_with_the_command_to_run_first(tmp_path: Path, overrides: list[str], expected: str) -> None:

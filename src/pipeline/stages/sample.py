@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig
 
 from pipeline.diffusion import class_labels
+from pipeline.errors import UserError
 from pipeline.fileio import atomic_write
 from pipeline.media import image_grid, save_png, to_uint8
 from pipeline.stages.common import build_loggers, finish_loggers, record_start, start_run, wandb_logger, wandb_run_path
@@ -36,6 +37,8 @@ def class_rows(images: torch.Tensor, labels: torch.Tensor | None, num_classes: i
 
 def sample(cfg: DictConfig) -> dict[str, Any]:
     """Write ``samples.npz`` (``images`` uint8 N x C x H x W, ``labels`` int64 when conditional) and ``grid.png``."""
+    if cfg.sample.num < 1:
+        raise UserError(f"sample.num must be at least 1 (got {cfg.sample.num})")
     generator = load_generator(cfg)
     num_classes = generator.dit.model.num_classes
     run_dir, _, wandb_id = start_run(cfg)
