@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import secrets
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +120,19 @@ def finish_loggers(loggers: list[Logger]) -> None:
         import wandb
 
         wandb.finish()
+
+
+@contextmanager
+def tracked(run_dir: RunDir, loggers: list[Logger], is_global_zero: bool = True) -> Iterator[None]:
+    """Mark ``run.json`` failed, with the error, when the block raises; close the loggers either way."""
+    try:
+        yield
+    except BaseException as err:
+        if is_global_zero:
+            run_dir.update(status="failed", error=f"{type(err).__name__}: {err}"[:500])
+        raise
+    finally:
+        finish_loggers(loggers)
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:

@@ -16,7 +16,7 @@ from pipeline.diffusion import DiffusionModule, DiT, LatentDataModule, save_dit
 from pipeline.errors import UserError
 from pipeline.rundir import RunDir
 from pipeline.stages.common import (
-    build_loggers, build_trainer, check_config, finish_loggers, latest_output, record_start, scalar_metrics, start_run, wandb_run_path,
+    build_loggers, build_trainer, check_config, latest_output, record_start, scalar_metrics, start_run, tracked, wandb_run_path,
 )
 from pipeline.tokenizer import VQVAE, load_tokenizer
 
@@ -64,16 +64,10 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints])
     if trainer.is_global_zero:
         record_start(cfg, run_dir, loggers, wandb_id, tokenizer=str(tokenizer_path), resumed_from=str(ckpt_path) if ckpt_path else None)
-    try:
+    with tracked(run_dir, loggers, trainer.is_global_zero):
         trainer.fit(module, datamodule=latents, ckpt_path=str(ckpt_path) if ckpt_path else None)
         metrics = scalar_metrics(trainer.callback_metrics)
         result = _finish(cfg, trainer, module, latents, run_dir, grid, metrics)
-    except BaseException as err:
-        if trainer.is_global_zero:
-            run_dir.update(status="failed", error=f"{type(err).__name__}: {err}"[:500])
-        raise
-    finally:
-        finish_loggers(loggers)
     return result
 
 

@@ -15,7 +15,7 @@ from pipeline.diffusion.latents import data_fingerprint
 from pipeline.evaluation import classifier_frechet_distance, conditional_accuracy, load_or_train_classifier, true_fid
 from pipeline.fileio import write_json
 from pipeline.media import to_uint8
-from pipeline.stages.common import build_loggers, finish_loggers, record_start, stage_dir, start_run, wandb_logger, wandb_run_path
+from pipeline.stages.common import build_loggers, record_start, stage_dir, start_run, tracked, wandb_logger, wandb_run_path
 from pipeline.stages.generation import load_generator
 
 log = logging.getLogger("pipeline")
@@ -43,7 +43,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run_dir, _, wandb_id = start_run(cfg)
     loggers = build_loggers(cfg, run_dir, wandb_id)
     record_start(cfg, run_dir, loggers, wandb_id, dit=str(generator.dit_path), tokenizer=str(generator.tokenizer_path))
-    try:
+    with tracked(run_dir, loggers):
         num = min(int(cfg.eval.num_samples), len(test))
         real = test.images[:num]
         labels = test.labels[:num] if generator.dit.model.num_classes else None
@@ -75,10 +75,5 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             logger.experiment.summary.update(scores)
         run_dir.update(status="finished", metrics=scores, eval=str(eval_path))
         run_dir.mark_latest()
-    except BaseException as err:
-        run_dir.update(status="failed", error=f"{type(err).__name__}: {err}"[:500])
-        raise
-    finally:
-        finish_loggers(loggers)
     log.info("eval: %s", fid_note)
     return {"run_dir": run_dir.path, "eval": eval_path, "dit": generator.dit_path, "wandb_run": wandb_run_path(run_dir), "metrics": scores}

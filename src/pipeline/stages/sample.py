@@ -14,7 +14,7 @@ from pipeline.diffusion import class_labels
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_write
 from pipeline.media import image_grid, save_png, to_uint8
-from pipeline.stages.common import build_loggers, finish_loggers, record_start, start_run, wandb_logger, wandb_run_path
+from pipeline.stages.common import build_loggers, record_start, start_run, tracked, wandb_logger, wandb_run_path
 from pipeline.stages.generation import load_generator
 
 
@@ -44,7 +44,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     run_dir, _, wandb_id = start_run(cfg)
     loggers = build_loggers(cfg, run_dir, wandb_id)
     record_start(cfg, run_dir, loggers, wandb_id, dit=str(generator.dit_path), tokenizer=str(generator.tokenizer_path))
-    try:
+    with tracked(run_dir, loggers):
         labels = class_labels(cfg.sample.num, num_classes)
         images = generator.images(labels, cfg.sample.num, cfg, cfg.seed)
         arrays = {"images": to_uint8(images)}
@@ -59,9 +59,4 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
             logger.log_image("samples/grid", [str(grid_path)], caption=[caption])
         run_dir.update(status="finished", samples=str(npz_path), grid=str(grid_path), num=cfg.sample.num)
         run_dir.mark_latest()
-    except BaseException as err:
-        run_dir.update(status="failed", error=f"{type(err).__name__}: {err}"[:500])
-        raise
-    finally:
-        finish_loggers(loggers)
     return {"run_dir": run_dir.path, "grid": grid_path, "samples": npz_path, "dit": generator.dit_path, "wandb_run": wandb_run_path(run_dir)}

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from pipeline.callbacks import ReconstructionGrid
 from pipeline.rundir import RunDir
 from pipeline.stages.common import (
-    build_loggers, build_trainer, check_config, downsample_factor, finish_loggers, record_start, scalar_metrics, start_run,
+    build_loggers, build_trainer, check_config, downsample_factor, record_start, scalar_metrics, start_run, tracked,
     wandb_run_path,
 )
 from pipeline.tokenizer import VQVAE, save_tokenizer
@@ -34,7 +34,7 @@ def train_vqvae(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints])
     if trainer.is_global_zero:
         record_start(cfg, run_dir, loggers, wandb_id, resumed_from=str(ckpt_path) if ckpt_path else None)
-    try:
+    with tracked(run_dir, loggers, trainer.is_global_zero):
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
         if trainer.global_step % int(cfg.trainer.val_check_interval):
             trainer.validate(model, datamodule=datamodule, verbose=False)
@@ -42,12 +42,6 @@ def train_vqvae(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(model, datamodule=datamodule, verbose=False)
         metrics.update(scalar_metrics(trainer.callback_metrics))
         result = _finish(cfg, trainer, model, datamodule, run_dir, grid, metrics)
-    except BaseException as err:
-        if trainer.is_global_zero:
-            run_dir.update(status="failed", error=f"{type(err).__name__}: {err}"[:500])
-        raise
-    finally:
-        finish_loggers(loggers)
     return result
 
 
