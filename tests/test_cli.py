@@ -37,13 +37,13 @@ def test_run_directory_layout(vqvae_cli_run: CliRun) -> None:
 def test_tokenizer_file_loads_with_weights_only(vqvae_cli_run: CliRun) -> None:
     path = vqvae_cli_run.run_dir / "tokenizer.pt"
     payload = torch.load(path, weights_only=True)
-    assert payload["metadata"]["latent_shape"] == [16, 7, 7]
+    assert payload["metadata"]["latent_shape"] == [8, 7, 7]
     model = load_tokenizer(path)
     assert isinstance(model, VQVAE) and not model.training
     assert not any(p.requires_grad for p in model.parameters())
     x = torch.rand(2, 1, 28, 28) * 2 - 1
     z_e = model.encode(x)
-    assert z_e.shape == (2, 16, 7, 7)
+    assert z_e.shape == (2, 8, 7, 7)
     quantized = model.quantize(z_e)
     assert quantized.indices.shape == (2, 7, 7)
     assert torch.allclose(model.decode_indices(quantized.indices), model.decode(quantized.quantized), atol=1e-5)

@@ -36,8 +36,8 @@ def test_latent_cache_is_keyed_by_the_tokenizer(dit_cli_run: CliRun, vqvae_cli_r
     assert cache.name == file_digest(vqvae_cli_run.run_dir / "tokenizer.pt")
     meta = json.loads((cache / "meta.json").read_text())
     train = np.load(cache / "train_latents.npy", mmap_mode="r")
-    assert list(train.shape) == meta["shapes"]["train"] and train.shape[1:] == (1, 16, 7, 7)  # hflip off: one view
-    assert len(meta["mean"]) == len(meta["std"]) == 16
+    assert list(train.shape) == meta["shapes"]["train"] and train.shape[1:] == (1, 8, 7, 7)  # hflip off: one view
+    assert len(meta["mean"]) == len(meta["std"]) == 8
 
 
 def test_dit_file_holds_ema_weights_and_loads_with_weights_only(dit_cli_run: CliRun) -> None:
