@@ -55,7 +55,7 @@ demo: setup
 	@$(PY) -c "import json; [print(f'  {k}: {v:.4f}') for k, v in json.load(open('outputs/mnist/eval/latest/eval.json')).items() if k.startswith('eval/')]"
 
 bench: setup
-	$(PY) benchmarks/run.py $(ARGS)
+	$(PY) -m benchmarks.run $(ARGS)
 
 # Fashion-MNIST's full IDX files from Debian (/usr/share/datasets/fashion-mnist): an offline source.
 data-fashion-mnist:

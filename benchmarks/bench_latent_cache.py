@@ -1,14 +1,14 @@
 """Stage-two epoch time with the latent cache against encoding every batch on the fly.
 
-Both modes train the same DiT XS/2 (16 x 7 x 7 latents, rectified flow, AdamW) for one epoch over
-the same synthetic 28 x 28 uint8 images, fp32 on CPU, with the ``vqvae=small`` tokenizer shape
-(random weights: timing does not depend on them). "on_the_fly" loads images through
+Both modes train the same DiT XS/2 (rectified flow, AdamW) for one epoch over the same synthetic
+28 x 28 uint8 images, fp32 on CPU, with the default MNIST tokenizer (``conf/`` composed with
+``data=mnist``; random weights: timing does not depend on them) and its latent shape. "on_the_fly" loads images through
 ``ImageTensorDataset`` and encodes each batch with the frozen tokenizer under ``no_grad`` before
 the DiT step; "cached" builds the cache once with ``build_latent_cache`` (timed on its own) and then
 reads ``LatentDataset`` through a DataLoader. After a warm-up epoch each, the modes alternate
 epochs, first one then the other, the order reversed every repeat; the headline is the median.
-Memory: each mode runs one more epoch in a fresh single-threaded child process (this file as a
-script; the two side by side), which reports its resident set size after setup and its peak over
+Memory: each mode runs one more epoch in a fresh single-threaded child process (this module run
+with ``python -m``; the two side by side), which reports its resident set size after setup and its peak over
 the epoch alone (Linux ``VmHWM``, reset after setup), both including the Python + torch baseline,
 and ``ru_maxrss`` for the whole process. ``PIPELINE_BENCH_QUICK=1`` shrinks everything to a smoke test.
 """
@@ -19,7 +19,6 @@ import json
 import os
 import re
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,12 +31,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from benchmarks.common import default_config, default_tokenizer, latent_shape, stats
 from pipeline.data.datamodule import ImageTensorDataset
 from pipeline.diffusion import PRESETS, DiT, LatentDataset, RectifiedFlow, build_latent_cache
 from pipeline.diffusion.latents import META_FILE
-from pipeline.tokenizer import VQVAE, ImageDecoder, ImageEncoder, VectorQuantizer
+from pipeline.tokenizer import VQVAE
 
 QUICK = os.environ.get("PIPELINE_BENCH_QUICK") == "1"
+MNIST = default_config("data=mnist")
+CHANNELS, LATENT_SIZE, _ = latent_shape(MNIST)
+REPO = Path(__file__).resolve().parents[1]
 DEPTH, HIDDEN_SIZE, NUM_HEADS = PRESETS["XS"]
 MODES = ("on_the_fly", "cached")
 
@@ -52,11 +55,10 @@ CONFIG: dict[str, Any] = {
     "num_classes": 10,
     "batch": 64,
     "dit": {"preset": "XS", "depth": DEPTH, "hidden_size": HIDDEN_SIZE, "num_heads": NUM_HEADS, "patch_size": 2,
-            "in_channels": 16, "input_size": 7, "num_classes": 10},
+            "in_channels": CHANNELS, "input_size": LATENT_SIZE, "num_classes": 10},
     "objective": "RectifiedFlow() (defaults)",
-    "adamw": {"lr": 1e-3, "betas": [0.9, 0.99], "weight_decay": 0.0},  # the values do not change the time
-    "tokenizer": "VQVAE(ImageEncoder(1, [16, 32, 64], 1, 16), ImageDecoder(1, [16, 32, 64], 1, 16), "
-    "VectorQuantizer(16, 512, kmeans_init=False)), random weights, eval, frozen",
+    "adamw": {"lr": 1e-3, "betas": [0.9, 0.99], "weight_decay": 0.0, "fused": True},  # as conf/stage/dit.yaml
+    "tokenizer": "instantiate(cfg.vqvae) for data=mnist (the default tokenizer), seeded random weights, eval, frozen",
     "loaders": "DataLoader(batch_size=batch, shuffle=True, drop_last=True, num_workers=0) in both modes",
     "on_the_fly_note": "encoded latents are not normalised per channel (an affine map, negligible time)",
     "warmup_epochs": 1,
@@ -72,12 +74,6 @@ if QUICK:  # one thread: on a busy machine two-thread barriers stall every tiny 
     CONFIG["dit"].update(depth=1, hidden_size=64, num_heads=2)
 
 
-def _stats(samples: list[float]) -> dict[str, float]:
-    """Median, min and interquartile range of epoch times (seconds)."""
-    quartiles = statistics.quantiles(samples, n=4)
-    return {"median_s": statistics.median(samples), "min_s": min(samples), "p25_s": quartiles[0], "p75_s": quartiles[2]}
-
-
 def synthetic_images(num: int, seed: int) -> ImageTensorDataset:
     """``num`` uniform-noise uint8 images with random labels."""
     generator = torch.Generator().manual_seed(seed)
@@ -86,10 +82,8 @@ def synthetic_images(num: int, seed: int) -> ImageTensorDataset:
 
 
 def small_tokenizer() -> VQVAE:
-    torch.manual_seed(CONFIG["seed"])
-    channels = [16, 32, 64]
-    model = VQVAE(ImageEncoder(1, channels, 1, 16), ImageDecoder(1, channels, 1, 16), VectorQuantizer(16, 512, kmeans_init=False))
-    return model.eval().requires_grad_(False)
+    """The default MNIST tokenizer, random weights, frozen."""
+    return default_tokenizer(MNIST, CONFIG["seed"])
 
 
 def build_cache(target: Path) -> float:
@@ -115,7 +109,7 @@ def make_epoch(mode: str, cache_dir: Path) -> Callable[[], float]:
     torch.manual_seed(CONFIG["seed"])
     model = DiT(**CONFIG["dit"]).train()
     adamw = CONFIG["adamw"]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=adamw["lr"], betas=tuple(adamw["betas"]), weight_decay=adamw["weight_decay"])
+    optimizer = torch.optim.AdamW(model.parameters(), **{**adamw, "betas": tuple(adamw["betas"])})
     objective = RectifiedFlow()
     encode: Callable[[torch.Tensor], torch.Tensor] | None
     dataset: Dataset
@@ -147,8 +141,9 @@ def _status_mib(field: str) -> float:
 
 
 def child_memory(cache_dir: Path) -> dict[str, dict[str, float]]:
-    """One epoch per mode, each in a fresh single-threaded interpreter (this file as a script), side by side; their RSS reports."""
-    children = {mode: subprocess.Popen([sys.executable, __file__, mode, str(cache_dir)], stdout=subprocess.PIPE, text=True) for mode in MODES}
+    """One epoch per mode, each in a fresh single-threaded interpreter (this module), side by side; their RSS reports."""
+    command = [sys.executable, "-m", "benchmarks.bench_latent_cache"]
+    children = {mode: subprocess.Popen([*command, mode, str(cache_dir)], cwd=REPO, stdout=subprocess.PIPE, text=True) for mode in MODES}
     reports = {mode: child.communicate()[0] for mode, child in children.items()}
     failed = {mode: child.returncode for mode, child in children.items() if child.returncode}
     if failed:
@@ -173,7 +168,7 @@ def main(out_dir: Path) -> dict[str, Any]:
                 samples[mode].append(epochs[mode]())
         memory = child_memory(cache_dir)
 
-    timings = {mode: {**_stats(values), "samples_s": values} for mode, values in samples.items()}
+    timings = {mode: {**stats(values), "samples_s": values} for mode, values in samples.items()}
     speedup = timings["on_the_fly"]["median_s"] / timings["cached"]["median_s"]
     results = {
         "epoch": timings,
@@ -200,7 +195,7 @@ def main(out_dir: Path) -> dict[str, Any]:
     return {"config": CONFIG, "results": results, "summary": summary}
 
 
-if __name__ == "__main__":  # child_memory: python bench_latent_cache.py MODE CACHE_DIR -> one JSON line (MiB)
+if __name__ == "__main__":  # child_memory: python -m benchmarks.bench_latent_cache MODE CACHE_DIR -> one JSON line (MiB)
     torch.set_num_threads(1)  # two children share the machine; threads do not change the memory that matters
     run_epoch = make_epoch(sys.argv[1], Path(sys.argv[2]))
     setup = _status_mib("VmRSS")

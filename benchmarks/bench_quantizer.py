@@ -9,7 +9,6 @@ milliseconds with this machine's measured fp32 matmul rate says how far each is 
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 from vector_quantize_pytorch import VectorQuantize
 
+from benchmarks.common import stats, time_s
 from pipeline.tokenizer.quantizer import VectorQuantizer
 
 CONFIG: dict[str, Any] = {
@@ -37,19 +37,6 @@ CONFIG: dict[str, Any] = {
     "theirs_plain_ste": "the same with rotation_trick=False (plain straight-through, like ours); not the target",
     "step": "forward; loss = sum(quantized * g) + 0.25 * commitment; backward to the input",
 }
-
-
-def _time_ms(step: Callable[[], None]) -> float:
-    """Wall-clock milliseconds of one call."""
-    start = time.perf_counter()
-    step()
-    return (time.perf_counter() - start) * 1e3
-
-
-def _stats(samples: list[float]) -> dict[str, float]:
-    """Median, min and interquartile range of a list of timings (ms)."""
-    quartiles = statistics.quantiles(samples, n=4)
-    return {"median_ms": statistics.median(samples), "min_ms": min(samples), "p25_ms": quartiles[0], "p75_ms": quartiles[2]}
 
 
 def _ours_step(model: VectorQuantizer, x: torch.Tensor, grad: torch.Tensor, weight: float) -> Callable[[], None]:
@@ -79,7 +66,7 @@ def matmul_gflops(rows: int, inner: int, cols: int, repeats: int) -> float:
     a, b = torch.randn(rows, inner), torch.randn(inner, cols)
     for _ in range(3):
         a @ b
-    median_ms = statistics.median(_time_ms(lambda: a @ b) for _ in range(repeats))
+    median_ms = statistics.median(time_s(lambda: a @ b) * 1e3 for _ in range(repeats))
     return 2.0 * rows * inner * cols / (median_ms * 1e-3) / 1e9
 
 
@@ -108,7 +95,7 @@ def main(out_dir: Path) -> dict[str, Any]:
     order = list(steps)
     for repeat in range(cfg["repeats"]):
         for name in order if repeat % 2 == 0 else reversed(order):
-            samples[name].append(_time_ms(steps[name]))
+            samples[name].append(time_s(steps[name]) * 1e3)
 
     tokens_total = batch * tokens
     flops = {"distance_matmul": 2 * tokens_total * dim * size, "ema_one_hot_matmul": 2 * tokens_total * dim * size}
@@ -116,7 +103,7 @@ def main(out_dir: Path) -> dict[str, Any]:
     rate = matmul_gflops(tokens_total, dim, size, cfg["matmul_repeats"])
     floor_ms = total_flops / (rate * 1e9) * 1e3
 
-    timings = {name: _stats(values) for name, values in samples.items()}
+    timings = {name: stats(values, "ms") for name, values in samples.items()}
     ours_ms, theirs_ms = timings["ours"]["median_ms"], timings["theirs"]["median_ms"]
     speedup = theirs_ms / ours_ms
     results = {

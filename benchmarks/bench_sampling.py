@@ -1,13 +1,13 @@
 """Sampling time per image for every sampler and step count, with classifier-free guidance.
 
 ``pipeline.diffusion.sample_latents`` draws one batch of latents from a DiT XS/2 on the MNIST
-latent shape (16 x 7 x 7), fp32 on CPU, guidance scale 2 (so every model call runs cond and
-uncond together: twice the batch). Timing does not depend on the weights, so the model is
+latent shape of the default tokenizer, fp32 on CPU, the default guidance scale (so every model call
+runs cond and uncond together: twice the batch). Timing does not depend on the weights, so the model is
 untrained, its weights drawn small and random so that outputs are not zero (the DiT starts as
 zero). A forward hook counts model calls and the rows they evaluate (NFE per image). After a
 short warm-up every (objective, sampler, steps) run once per repeat, the order reversed every other
 repeat so load drift hits all alike; the headline is the median. Decoding the batch with a
-tokenizer (random weights, the ``vqvae=small`` shape) is timed the same way.
+tokenizer (the default MNIST one, random weights) is timed the same way.
 ``PIPELINE_BENCH_QUICK=1`` shrinks everything to a smoke test (numbers meaningless).
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from benchmarks.common import default_config, default_tokenizer, latent_shape, stats, time_s
 from pipeline.diffusion import DDPM, PRESETS, DiT, RectifiedFlow, class_labels, decode_latents, sample_latents
 from pipeline.diffusion.objectives import Objective
-from pipeline.tokenizer import VQVAE, ImageDecoder, ImageEncoder, VectorQuantizer
+from pipeline.tokenizer import VQVAE
 
 QUICK = os.environ.get("PIPELINE_BENCH_QUICK") == "1"
+MNIST = default_config("data=mnist")
+CHANNELS, LATENT_SIZE, _ = latent_shape(MNIST)
 DEPTH, HIDDEN_SIZE, NUM_HEADS = PRESETS["XS"]
 
 CONFIG: dict[str, Any] = {
@@ -36,14 +38,13 @@ CONFIG: dict[str, Any] = {
     "dtype": "float32",
     "seed": 0,
     "model": {"preset": "XS", "depth": DEPTH, "hidden_size": HIDDEN_SIZE, "num_heads": NUM_HEADS, "patch_size": 2,
-              "in_channels": 16, "input_size": 7, "num_classes": 10},
+              "in_channels": CHANNELS, "input_size": LATENT_SIZE, "num_classes": 10},
     "weight_std": 0.02,
     "batch": 64,
-    "cfg_scale": 2.0,
+    "cfg_scale": float(MNIST.sample.cfg_scale),
     "objectives": {"flow": {}, "ddpm": {"clip_denoised": 5.0}},  # as conf/objective/*.yaml
     "runs": {"flow": {"euler": [10, 25, 50], "heun": [10, 25, 50]}, "ddpm": {"ddim": [25, 50, 100], "ddpm": [25, 50, 100]}},
-    "tokenizer": "VQVAE(ImageEncoder(1, [16, 32, 64], 1, 16), ImageDecoder(1, [16, 32, 64], 1, 16), "
-    "VectorQuantizer(16, 512, kmeans_init=False)), random weights; decode = nearest codes + decoder",
+    "tokenizer": "instantiate(cfg.vqvae) for data=mnist (the default tokenizer), seeded random weights; decode = nearest codes + decoder",
     "warmup_steps": 2,
     "repeats": 3,
     "nfe": "model rows evaluated per image: with guidance each call evaluates every image twice (cond + uncond)",
@@ -53,18 +54,6 @@ if QUICK:  # one thread: on a busy machine two-thread barriers stall every tiny 
     CONFIG["model"].update(depth=1, hidden_size=64, num_heads=2)
 
 OBJECTIVES: dict[str, type[Objective]] = {"flow": RectifiedFlow, "ddpm": DDPM}
-
-
-def _time_s(step: Callable[[], None]) -> float:
-    start = time.perf_counter()
-    step()
-    return time.perf_counter() - start
-
-
-def _stats(samples: list[float]) -> dict[str, float]:
-    """Median, min and interquartile range of timings (seconds)."""
-    quartiles = statistics.quantiles(samples, n=4)
-    return {"median_s": statistics.median(samples), "min_s": min(samples), "p25_s": quartiles[0], "p75_s": quartiles[2]}
 
 
 def random_dit() -> DiT:
@@ -78,9 +67,8 @@ def random_dit() -> DiT:
 
 
 def small_tokenizer() -> VQVAE:
-    torch.manual_seed(CONFIG["seed"])
-    channels = [16, 32, 64]
-    return VQVAE(ImageEncoder(1, channels, 1, 16), ImageDecoder(1, channels, 1, 16), VectorQuantizer(16, 512, kmeans_init=False)).eval()
+    """The default MNIST tokenizer, random weights, frozen."""
+    return default_tokenizer(MNIST, CONFIG["seed"])
 
 
 class CallCounter:
@@ -137,13 +125,13 @@ def main(out_dir: Path) -> dict[str, Any]:
     for repeat in range(CONFIG["repeats"]):
         for key in order if repeat % 2 == 0 else reversed(order):
             calls, rows = counter.calls, counter.rows
-            samples[key].append(_time_s(runs[key]))
+            samples[key].append(time_s(runs[key]))
             counts[key] = (counter.calls - calls, counter.rows - rows)
 
     batch, results = CONFIG["batch"], {}
     for key, values in samples.items():
         calls, rows = counts[key]
-        results[key] = {**_stats(values), "samples_s": values, "ms_per_image": statistics.median(values) / batch * 1e3,
+        results[key] = {**stats(values), "samples_s": values, "ms_per_image": statistics.median(values) / batch * 1e3,
                         "model_calls": calls, "nfe_per_image": rows / batch,
                         "output_std": float(latents[key].std()) if key in latents else None}
     summary = {f"{key}, NFE {r['nfe_per_image']:g}/image (ms/image)": r["ms_per_image"] for key, r in results.items() if key != "decode"}

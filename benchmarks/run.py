@@ -3,15 +3,15 @@
 Each benchmark module exposes ``main(out_dir: Path) -> dict`` returning ``{"config": ..., "results": ...,
 "summary": {...}}``; ``summary`` holds the headline numbers shown in the markdown table. The runner
 writes ``outputs/bench/<name>.json`` per benchmark (machine info + what ``main`` returned) and
-``outputs/bench/summary.md``. Usage: ``python benchmarks/run.py [NAME ...] [--out-dir DIR]``;
+``outputs/bench/summary.md``. Usage: ``python -m benchmarks.run [NAME ...] [--out-dir DIR]``;
 ``PIPELINE_BENCH_QUICK=1`` runs those that read it at toy sizes, to check that they work.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.metadata
-import importlib.util
 import json
 import os
 import platform
@@ -70,12 +70,8 @@ def discover(names: list[str]) -> list[Path]:
 
 
 def load(path: Path) -> ModuleType:
-    """Import a benchmark file as a module without putting ``benchmarks/`` on ``sys.path``."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The benchmark module of a ``benchmarks/bench_*.py`` file (its import may fail: the caller records that)."""
+    return importlib.import_module(f"benchmarks.{path.stem}")
 
 
 def _cell(value: Any) -> str:

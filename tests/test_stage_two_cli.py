@@ -107,3 +107,29 @@ def test_missing_inputs_exit_2_with_the_command_to_run_first(tmp_path: Path, ove
     assert line.startswith("error: ") and expected in line
     if overrides == ["stage=dit"]:
         assert "run first: python -m pipeline stage=vqvae data=synthetic_image" in line
+
+
+def test_training_sample_grid_is_logged_to_wandb(dit_cli_run: CliRun) -> None:
+    (wandb_run,) = (dit_cli_run.run_dir / "wandb").glob("offline-run-*")
+    grids = sorted((wandb_run / "files" / "media" / "images" / "samples").glob("grid_*.png"))
+    assert grids, "no samples/grid image in the offline W&B run"
+    assert Image.open(grids[-1]).size == Image.open(dit_cli_run.run_dir / "samples" / "step000020.png").size
+    assert b"samples/grid" in next(wandb_run.glob("run-*.wandb")).read_bytes()
+
+
+def test_bf16_mixed_and_compile_train_on_cpu(dit_cli_run: CliRun) -> None:
+    """bf16 autocast on CPU (slow here: no native bf16, hence a one-block DiT) and torch.compile, together."""
+    root = dit_cli_run.root / "bf16"
+    tokenizer = dit_cli_run.root / "outputs" / "synthetic_image" / "vqvae" / "latest" / "tokenizer.pt"
+    result = run_cli(
+        "stage=dit", "debug=fast", "trainer.max_steps=4", f"paths.root={root}", f"tokenizer_ckpt={tokenizer}", "logger=csv",
+        "trainer.precision=bf16-mixed", "compile=true", "dit.depth=1", "dit.hidden_size=64", "dit.num_heads=2",
+        "stage.grid_steps=1", *SMALL_SYNTHETIC, cwd=dit_cli_run.root,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = json.loads((only_run(root, "dit") / "run.json").read_text())
+    assert record["status"] == "finished" and record["step"] == 4
+    assert record["compiled"] is True, result.stderr[-2000:]
+    assert "compiled with torch.compile" in result.stdout + result.stderr
+    loaded = load_dit(only_run(root, "dit") / "dit.pt")
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in loaded.model.parameters())

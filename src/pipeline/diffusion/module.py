@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 
 from pipeline.diffusion.dit import DiT
 from pipeline.diffusion.ema import ema_model
@@ -85,6 +86,24 @@ class DiffusionModule(L.LightningModule):
             torch.manual_seed(batch_idx)
             loss = self.objective.loss(self.ema.module, latents, labels if self.model.num_classes else None)
         self.log("val/loss", loss, sync_dist=True, prog_bar=True)
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Clip here under bf16-mixed; everywhere else Lightning's own path.
+
+        Lightning's mixed-precision plugin refuses any clipping with a fused optimizer (the default
+        here), which only fp16's scaled gradients make unsafe; bf16-mixed has no gradient scaler
+        (Lightning-AI/pytorch-lightning#21435).
+        """
+        plugin = self.trainer.precision_plugin
+        if not gradient_clip_val or type(plugin) is not MixedPrecision or plugin.scaler is not None:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     def configure_optimizers(self) -> dict[str, Any]:
         if self.optimizer_factory is None:
