@@ -1,8 +1,9 @@
 """Stage-two epoch time with the latent cache against encoding every batch on the fly.
 
 Both modes train the same DiT XS/2 (rectified flow, AdamW) for one epoch over the same synthetic
-28 x 28 uint8 images, fp32 on CPU, with the default MNIST tokenizer (``conf/`` composed with
-``data=mnist``; random weights: timing does not depend on them) and its latent shape. "on_the_fly" loads images through
+28 x 28 uint8 images, fp32 on CPU, with a tokenizer from ``conf/`` composed with ``data=mnist``
+(random weights: timing does not depend on them) and its latent shape: the default
+(``vqvae=small``, the headline) and ``vqvae=base``, to show how the gain grows with the encoder. "on_the_fly" loads images through
 ``ImageTensorDataset`` and encodes each batch with the frozen tokenizer under ``no_grad`` before
 the DiT step; "cached" builds the cache once with ``build_latent_cache`` (timed on its own) and then
 reads ``LatentDataset`` through a DataLoader. After a warm-up epoch each, the modes alternate
@@ -38,8 +39,8 @@ from pipeline.diffusion.latents import META_FILE
 from pipeline.tokenizer import VQVAE
 
 QUICK = os.environ.get("PIPELINE_BENCH_QUICK") == "1"
-MNIST = default_config("data=mnist")
-CHANNELS, LATENT_SIZE, _ = latent_shape(MNIST)
+TOKENIZERS = {name: default_config("data=mnist", f"vqvae={name}") for name in ("small", "base")}
+DEFAULT_TOKENIZER = str(default_config("data=mnist").vqvae.size)
 REPO = Path(__file__).resolve().parents[1]
 DEPTH, HIDDEN_SIZE, NUM_HEADS = PRESETS["XS"]
 MODES = ("on_the_fly", "cached")
@@ -54,11 +55,12 @@ CONFIG: dict[str, Any] = {
     "image_shape": [1, 28, 28],
     "num_classes": 10,
     "batch": 64,
-    "dit": {"preset": "XS", "depth": DEPTH, "hidden_size": HIDDEN_SIZE, "num_heads": NUM_HEADS, "patch_size": 2,
-            "in_channels": CHANNELS, "input_size": LATENT_SIZE, "num_classes": 10},
+    "dit": {"preset": "XS", "depth": DEPTH, "hidden_size": HIDDEN_SIZE, "num_heads": NUM_HEADS, "patch_size": 2, "num_classes": 10},
+    "latent_shapes": {name: list(latent_shape(cfg)) for name, cfg in TOKENIZERS.items()},  # the DiT's in_channels, input_size
     "objective": "RectifiedFlow() (defaults)",
     "adamw": {"lr": 1e-3, "betas": [0.9, 0.99], "weight_decay": 0.0, "fused": True},  # as conf/stage/dit.yaml
-    "tokenizer": "instantiate(cfg.vqvae) for data=mnist (the default tokenizer), seeded random weights, eval, frozen",
+    "tokenizers": {name: f"instantiate(cfg.vqvae) for data=mnist vqvae={name}, seeded random weights, eval, frozen" for name in TOKENIZERS},
+    "default_tokenizer": DEFAULT_TOKENIZER,
     "loaders": "DataLoader(batch_size=batch, shuffle=True, drop_last=True, num_workers=0) in both modes",
     "on_the_fly_note": "encoded latents are not normalised per channel (an affine map, negligible time)",
     "warmup_epochs": 1,
@@ -81,19 +83,19 @@ def synthetic_images(num: int, seed: int) -> ImageTensorDataset:
     return ImageTensorDataset(images, torch.randint(0, CONFIG["num_classes"], (num,), generator=generator))
 
 
-def small_tokenizer() -> VQVAE:
-    """The default MNIST tokenizer, random weights, frozen."""
-    return default_tokenizer(MNIST, CONFIG["seed"])
+def tokenizer(name: str) -> VQVAE:
+    """The ``vqvae=name`` tokenizer for MNIST, random weights, frozen."""
+    return default_tokenizer(TOKENIZERS[name], CONFIG["seed"])
 
 
-def build_cache(target: Path) -> float:
+def build_cache(name: str, target: Path) -> float:
     """Encode the train and val images into ``target``; seconds taken (after one warm-up encode)."""
-    tokenizer = small_tokenizer()
+    model = tokenizer(name)
     splits = {"train": synthetic_images(CONFIG["num_images"], CONFIG["seed"]), "val": synthetic_images(CONFIG["val_images"], CONFIG["seed"] + 1)}
     with torch.no_grad():
-        tokenizer.encode(splits["val"].images[: CONFIG["batch"]].float())
+        model.encode(splits["val"].images[: CONFIG["batch"]].float())
     start = time.perf_counter()
-    build_latent_cache(tokenizer, splits, target, hflip=False, meta={"tokenizer": "random small"})
+    build_latent_cache(model, splits, target, hflip=False, meta={"tokenizer": f"random {name}"})
     return time.perf_counter() - start
 
 
@@ -104,17 +106,18 @@ def latent_dataset(cache_dir: Path) -> LatentDataset:
     return LatentDataset(latents, np.load(cache_dir / "train_labels.npy"), torch.tensor(meta["mean"]), torch.tensor(meta["std"]))
 
 
-def make_epoch(mode: str, cache_dir: Path) -> Callable[[], float]:
+def make_epoch(name: str, mode: str, cache_dir: Path) -> Callable[[], float]:
     """A fresh seeded DiT + AdamW and the mode's loader; returns one training epoch, which returns its seconds."""
     torch.manual_seed(CONFIG["seed"])
-    model = DiT(**CONFIG["dit"]).train()
+    channels, size, _ = CONFIG["latent_shapes"][name]
+    model = DiT(**CONFIG["dit"], in_channels=channels, input_size=size).train()
     adamw = CONFIG["adamw"]
     optimizer = torch.optim.AdamW(model.parameters(), **{**adamw, "betas": tuple(adamw["betas"])})
     objective = RectifiedFlow()
     encode: Callable[[torch.Tensor], torch.Tensor] | None
     dataset: Dataset
     if mode == "on_the_fly":
-        encode, dataset = small_tokenizer().encode, synthetic_images(CONFIG["num_images"], CONFIG["seed"])
+        encode, dataset = tokenizer(name).encode, synthetic_images(CONFIG["num_images"], CONFIG["seed"])
     else:
         encode, dataset = None, latent_dataset(cache_dir)
     loader = DataLoader(dataset, batch_size=CONFIG["batch"], shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(CONFIG["seed"]))
@@ -140,9 +143,9 @@ def _status_mib(field: str) -> float:
     return int(match.group(1)) / 1024
 
 
-def child_memory(cache_dir: Path) -> dict[str, dict[str, float]]:
+def child_memory(name: str, cache_dir: Path) -> dict[str, dict[str, float]]:
     """One epoch per mode, each in a fresh single-threaded interpreter (this module), side by side; their RSS reports."""
-    command = [sys.executable, "-m", "benchmarks.bench_latent_cache"]
+    command = [sys.executable, "-m", "benchmarks.bench_latent_cache", name]
     children = {mode: subprocess.Popen([*command, mode, str(cache_dir)], cwd=REPO, stdout=subprocess.PIPE, text=True) for mode in MODES}
     reports = {mode: child.communicate()[0] for mode, child in children.items()}
     failed = {mode: child.returncode for mode, child in children.items() if child.returncode}
@@ -151,14 +154,13 @@ def child_memory(cache_dir: Path) -> dict[str, dict[str, float]]:
     return {mode: json.loads(report.strip().splitlines()[-1]) for mode, report in reports.items()}
 
 
-def main(out_dir: Path) -> dict[str, Any]:
-    """Build the cache in a temporary folder, time both modes' epochs, then their memory; ``out_dir`` is unused."""
-    torch.set_num_threads(CONFIG["threads"])
+def bench_tokenizer(name: str) -> dict[str, Any]:
+    """Build the cache in a temporary folder, time both modes' epochs, then their memory."""
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir = Path(tmp) / "latents"
-        build_s = build_cache(cache_dir)
+        build_s = build_cache(name, cache_dir)
         cache_bytes = {f.name: f.stat().st_size for f in sorted(cache_dir.iterdir())}
-        epochs = {mode: make_epoch(mode, cache_dir) for mode in MODES}
+        epochs = {mode: make_epoch(name, mode, cache_dir) for mode in MODES}
         for epoch in epochs.values():
             for _ in range(CONFIG["warmup_epochs"]):
                 epoch()
@@ -166,38 +168,49 @@ def main(out_dir: Path) -> dict[str, Any]:
         for repeat in range(CONFIG["repeats"]):
             for mode in MODES if repeat % 2 == 0 else reversed(MODES):
                 samples[mode].append(epochs[mode]())
-        memory = child_memory(cache_dir)
-
+        memory = child_memory(name, cache_dir)
     timings = {mode: {**stats(values), "samples_s": values} for mode, values in samples.items()}
     speedup = timings["on_the_fly"]["median_s"] / timings["cached"]["median_s"]
-    results = {
+    return {
         "epoch": timings,
-        "steps_per_epoch": CONFIG["num_images"] // CONFIG["batch"],
         "speedup": speedup,
-        "target_met": speedup >= CONFIG["target_speedup"],
         "cache_build_s": build_s,
         "cache_bytes": {**cache_bytes, "total": sum(cache_bytes.values())},
         "memory_mib": memory,
+    }
+
+
+def main(out_dir: Path) -> dict[str, Any]:
+    """Every tokenizer in turn; ``out_dir`` is unused (everything goes in the JSON)."""
+    torch.set_num_threads(CONFIG["threads"])
+    per_tokenizer = {name: bench_tokenizer(name) for name in TOKENIZERS}
+    default = per_tokenizer[DEFAULT_TOKENIZER]
+    results = {
+        "tokenizers": per_tokenizer,
+        "steps_per_epoch": CONFIG["num_images"] // CONFIG["batch"],
+        "target_met": default["speedup"] >= CONFIG["target_speedup"],
         "load_average_end": list(os.getloadavg()),
     }
-    summary = {
-        "on the fly epoch (s)": timings["on_the_fly"]["median_s"],
-        "cached epoch (s)": timings["cached"]["median_s"],
-        "speedup (on the fly / cached)": speedup,
-        f"target >= {CONFIG['target_speedup']:g}x met": results["target_met"],
-        "cache build, one-off (s)": build_s,
-        "cache size on disk (bytes)": results["cache_bytes"]["total"],
-        "on the fly epoch peak RSS (MiB)": memory["on_the_fly"]["epoch_peak_rss"],
-        "cached epoch peak RSS (MiB)": memory["cached"]["epoch_peak_rss"],
-        "on the fly RSS added by the epoch (MiB)": memory["on_the_fly"]["epoch_peak_rss"] - memory["on_the_fly"]["setup_rss"],
-        "cached RSS added by the epoch (MiB)": memory["cached"]["epoch_peak_rss"] - memory["cached"]["setup_rss"],
-    }
+    summary: dict[str, Any] = {}
+    for name, r in per_tokenizer.items():
+        label = f"vqvae={name}" + (" (default)" if name == DEFAULT_TOKENIZER else "")
+        memory = r["memory_mib"]
+        summary.update({
+            f"{label}: on the fly epoch (s)": r["epoch"]["on_the_fly"]["median_s"],
+            f"{label}: cached epoch (s)": r["epoch"]["cached"]["median_s"],
+            f"{label}: speedup (on the fly / cached)": r["speedup"],
+            f"{label}: cache build, one-off (s)": r["cache_build_s"],
+            f"{label}: cache size on disk (bytes)": r["cache_bytes"]["total"],
+            f"{label}: on the fly epoch peak RSS (MiB)": memory["on_the_fly"]["epoch_peak_rss"],
+            f"{label}: cached epoch peak RSS (MiB)": memory["cached"]["epoch_peak_rss"],
+        })
+    summary[f"default tokenizer: target >= {CONFIG['target_speedup']:g}x met"] = results["target_met"]
     return {"config": CONFIG, "results": results, "summary": summary}
 
 
-if __name__ == "__main__":  # child_memory: python -m benchmarks.bench_latent_cache MODE CACHE_DIR -> one JSON line (MiB)
+if __name__ == "__main__":  # child_memory: python -m benchmarks.bench_latent_cache TOKENIZER MODE CACHE_DIR -> one JSON line (MiB)
     torch.set_num_threads(1)  # two children share the machine; threads do not change the memory that matters
-    run_epoch = make_epoch(sys.argv[1], Path(sys.argv[2]))
+    run_epoch = make_epoch(sys.argv[1], sys.argv[2], Path(sys.argv[3]))
     setup = _status_mib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux >= 4.0), so the epoch's peak is not the imports'
     run_epoch()

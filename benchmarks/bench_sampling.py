@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from benchmarks.common import default_config, default_tokenizer, latent_shape, stats, time_s
-from pipeline.diffusion import DDPM, PRESETS, DiT, RectifiedFlow, class_labels, decode_latents, sample_latents
-from pipeline.diffusion.objectives import Objective
+from pipeline.diffusion import PRESETS, DiT, class_labels, decode_latents, sample_latents
+from pipeline.diffusion.objectives import OBJECTIVES, Objective
 from pipeline.tokenizer import VQVAE
 
 QUICK = os.environ.get("PIPELINE_BENCH_QUICK") == "1"
@@ -42,7 +43,8 @@ CONFIG: dict[str, Any] = {
     "weight_std": 0.02,
     "batch": 64,
     "cfg_scale": float(MNIST.sample.cfg_scale),
-    "objectives": {"flow": {}, "ddpm": {"clip_denoised": 5.0}},  # as conf/objective/*.yaml
+    "objectives": {name: {k: v for k, v in OmegaConf.to_container(default_config(f"objective={name}").objective).items() if k != "_target_"}
+                   for name in ("flow", "ddpm")},  # conf/objective/*.yaml
     "runs": {"flow": {"euler": [10, 25, 50], "heun": [10, 25, 50]}, "ddpm": {"ddim": [25, 50, 100], "ddpm": [25, 50, 100]}},
     "tokenizer": "instantiate(cfg.vqvae) for data=mnist (the default tokenizer), seeded random weights; decode = nearest codes + decoder",
     "warmup_steps": 2,
@@ -53,7 +55,6 @@ if QUICK:  # one thread: on a busy machine two-thread barriers stall every tiny 
     CONFIG.update(threads=1, batch=4, repeats=2, runs={"flow": {"euler": [2], "heun": [2]}, "ddpm": {"ddim": [2], "ddpm": [2]}})
     CONFIG["model"].update(depth=1, hidden_size=64, num_heads=2)
 
-OBJECTIVES: dict[str, type[Objective]] = {"flow": RectifiedFlow, "ddpm": DDPM}
 
 
 def random_dit() -> DiT:

@@ -98,6 +98,7 @@ def test_a_sampler_of_the_other_objective_exits_2(dit_cli_run: CliRun) -> None:
         (["stage=eval"], "run first: python -m pipeline stage=dit data=synthetic_image"),
         (["stage=sample", "sample.num=0"], "sample.num must be at least 1 (got 0)"),
         (["stage=sample", "sample.steps=0"], "sample.steps and sample.batch_size must be at least 1"),
+        (["stage=dit", "objective=ddpm", "sample.sampler=heun"], "sample.sampler=heun: sampler 'heun' does not fit objective ddpm; valid: ddpm, ddim"),
     ],
 )
 def test_missing_inputs_exit_2_with_the_command_to_run_first(tmp_path: Path, overrides: list[str], expected: str) -> None:
@@ -107,6 +108,28 @@ def test_missing_inputs_exit_2_with_the_command_to_run_first(tmp_path: Path, ove
     assert line.startswith("error: ") and expected in line
     if overrides == ["stage=dit"]:
         assert "run first: python -m pipeline stage=vqvae data=synthetic_image" in line
+
+
+@pytest.mark.parametrize("content", ["garbage", "truncated", "missing_keys", "wrong_config"])
+def test_a_damaged_dit_file_exits_2_with_one_line(dit_cli_run: CliRun, tmp_path: Path, content: str) -> None:
+    original = dit_cli_run.run_dir / "dit.pt"
+    damaged = tmp_path / "dit.pt"
+    if content == "garbage":
+        damaged.write_bytes(b"not a checkpoint")
+    elif content == "truncated":
+        damaged.write_bytes(original.read_bytes()[:5000])
+    else:
+        payload = torch.load(original, weights_only=True)
+        if content == "missing_keys":
+            del payload["objective"]
+        else:
+            payload["config"]["hidden_size"] = 2 * payload["config"]["hidden_size"]
+        torch.save(payload, damaged)
+    result = run_cli("stage=sample", f"paths.root={tmp_path}", f"dit_ckpt={damaged}", "logger=none", *SMALL_SYNTHETIC, cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot read DiT file {damaged}" if content in ("garbage", "truncated") else f"error: {damaged} is damaged")
+    assert original.is_file()
 
 
 def test_training_sample_grid_is_logged_to_wandb(dit_cli_run: CliRun) -> None:

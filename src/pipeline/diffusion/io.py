@@ -59,14 +59,16 @@ def load_dit(path: str | Path, map_location: str | torch.device = "cpu") -> Load
         raise UserError(f"cannot read DiT file {path}: {one_line(err, 200)}") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a pipeline DiT file (expected format {FORMAT!r})")
-    objective_config = dict(payload["objective"])
-    name = objective_config.pop("name")
-    if name not in OBJECTIVES:
-        raise UserError(f"{path} names an unknown objective {name!r}; known: {', '.join(OBJECTIVES)}")
     try:
+        objective_config = dict(payload["objective"])
+        name = objective_config.pop("name")
+        if name not in OBJECTIVES:
+            raise UserError(f"{path} names an unknown objective {name!r}; known: {', '.join(OBJECTIVES)}")
+        objective = OBJECTIVES[name](**objective_config)
         model = DiT(**payload["config"])
         model.load_state_dict(payload["state_dict"])
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise UserError(f"{path} does not match its own config: {one_line(err, 200)}") from err
+        loaded = LoadedDiT(model, objective, payload["latent_mean"], payload["latent_std"], payload.get("metadata", {}))
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise UserError(f"{path} is damaged or does not match its own config: {one_line(err, 200)}") from err
     model.eval().requires_grad_(False)
-    return LoadedDiT(model, OBJECTIVES[name](**objective_config), payload["latent_mean"], payload["latent_std"], payload.get("metadata", {}))
+    return loaded

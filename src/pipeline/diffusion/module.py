@@ -55,11 +55,14 @@ class DiffusionModule(L.LightningModule):
         self.compiled = False
 
     def setup(self, stage: str) -> None:
-        """Take the latent statistics from the data (a :class:`LatentDataModule`), compile if asked."""
+        """Take the latent statistics from the data (a :class:`LatentDataModule`)."""
         stats = getattr(self.trainer.datamodule, "stats", None) if self._trainer is not None else None
         if stats is not None:
             self.latent_mean.copy_(stats[0])
             self.latent_std.copy_(stats[1])
+
+    def on_fit_start(self) -> None:
+        """Compile if asked, here because the model is on its device only now (the trial compile runs there)."""
         if self.hparams.compile and not self.compiled:
             self.compiled = compile_in_place(self.model)
 

@@ -120,7 +120,7 @@ class DDPM(Objective):
     samplers = ("ddpm", "ddim")
     default_sampler = "ddim"
 
-    def __init__(self, schedule: str = "linear", num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, clip_denoised: float | None = None) -> None:
+    def __init__(self, schedule: str = "linear", num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, clip_denoised: float | None = 5.0) -> None:
         self.num_timesteps, self.clip_denoised = num_timesteps, clip_denoised
         self.alpha_bar = torch.cumprod(1 - beta_schedule(schedule, num_timesteps, beta_start, beta_end), dim=0)
         self.config = {"schedule": schedule, "num_timesteps": num_timesteps, "beta_start": beta_start, "beta_end": beta_end, "clip_denoised": clip_denoised}

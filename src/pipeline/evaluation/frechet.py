@@ -62,7 +62,7 @@ def true_fid(
     if importlib.util.find_spec("torch_fidelity") is None:
         problems.append("torch-fidelity is not installed (pip install torch-fidelity)")
     if weights_path is None:
-        problems.append("no Inception weights file was given (pt_inception-2015-12-05-6726825d.pth)")
+        problems.append("no Inception weights file was given (eval.inception_weights: torch-fidelity's weights-inception-2015-12-05-6726825d.pth)")
     elif not Path(weights_path).is_file():
         problems.append(f"Inception weights file {weights_path} not found")
     if problems:

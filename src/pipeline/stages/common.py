@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.callbacks import PlainProgress, interactive_terminal
 from pipeline.config import flat_config
+from pipeline.diffusion.objectives import Objective
 from pipeline.errors import UserError
 from pipeline.rundir import RunDir, config_hash, find_resume
 
@@ -106,6 +107,23 @@ def build_trainer(cfg: DictConfig, run_dir: RunDir, loggers: list[Logger], callb
         default_root_dir=str(run_dir.path),
         strategy=cfg.strategy.name,
     )
+
+
+def checked_sampler(objective: Objective, sampler: str | None) -> str:
+    """The sampler to use (``None``: the objective's default), or one line naming those that fit."""
+    try:
+        return objective.check_sampler(sampler)
+    except ValueError as err:
+        raise UserError(f"sample.sampler={sampler}: {err}") from None
+
+
+def fit_and_validate(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule, ckpt_path: Path | None) -> None:
+    """Train (a checkpoint to resume from loads with ``weights_only=True``), then validate once more
+    when training stopped between two validations, so the final metrics describe the final weights."""
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+    interval = cfg.trainer.val_check_interval
+    if isinstance(interval, int) and trainer.global_step % interval:
+        trainer.validate(model, datamodule=datamodule, verbose=False)
 
 
 def wandb_logger(loggers: list[Logger]) -> WandbLogger | None:

@@ -16,7 +16,7 @@ from pipeline.diffusion import DiffusionModule, DiT, LatentDataModule, save_dit
 from pipeline.errors import UserError
 from pipeline.rundir import RunDir
 from pipeline.stages.common import (
-    build_loggers, build_trainer, check_config, latest_output, record_start, scalar_metrics, start_run, tracked, wandb_run_path,
+    build_loggers, build_trainer, check_config, checked_sampler, fit_and_validate, latest_output, record_start, scalar_metrics, start_run, tracked, wandb_run_path,
 )
 from pipeline.tokenizer import VQVAE, load_tokenizer
 
@@ -46,6 +46,7 @@ def build_module(cfg: DictConfig, tokenizer: VQVAE) -> DiffusionModule:
 def train_dit(cfg: DictConfig) -> dict[str, Any]:
     """Encode the data once, train the DiT, save ``dit.pt`` (EMA weights) and a final sample grid."""
     check_config(cfg)
+    checked_sampler(instantiate(cfg.objective), cfg.sample.sampler)  # the sample grids use it: refuse it now, not 500 steps in
     tokenizer_path = latest_output(cfg, "vqvae", "tokenizer.pt", "tokenizer_ckpt")
     tokenizer = load_matching_tokenizer(cfg, tokenizer_path)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -65,17 +66,20 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         record_start(cfg, run_dir, loggers, wandb_id, tokenizer=str(tokenizer_path), resumed_from=str(ckpt_path) if ckpt_path else None)
     with tracked(run_dir, loggers, trainer.is_global_zero):
-        trainer.fit(module, datamodule=latents, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        fit_and_validate(cfg, trainer, module, latents, ckpt_path)
         metrics = scalar_metrics(trainer.callback_metrics)
-        result = _finish(cfg, trainer, module, latents, run_dir, grid, metrics)
+        result = _finish(cfg, trainer, module, latents, tokenizer_path, run_dir, grid, metrics)
     return result
 
 
-def _finish(cfg: DictConfig, trainer: L.Trainer, module: DiffusionModule, latents: LatentDataModule, run_dir: RunDir, grid: SampleGrid, metrics: dict[str, float]) -> dict[str, Any]:
+def _finish(
+    cfg: DictConfig, trainer: L.Trainer, module: DiffusionModule, latents: LatentDataModule, tokenizer_path: Path, run_dir: RunDir,
+    grid: SampleGrid, metrics: dict[str, float],
+) -> dict[str, Any]:
     dit_path = run_dir.path / "dit.pt"
     if trainer.is_global_zero:
         save_dit(module, dit_path, {
-            "data": cfg.data.name, "modality": cfg.modality.name, "tokenizer": latents.meta["tokenizer"], "tokenizer_id": latents.tokenizer_id,
+            "data": cfg.data.name, "modality": cfg.modality.name, "tokenizer": str(Path(tokenizer_path).resolve()), "tokenizer_id": latents.tokenizer_id,
             "latent_cache": str(latents.cache_dir), "run_name": run_dir.path.name, "step": trainer.global_step,
             "preset": cfg.dit.get("preset"), "objective": module.objective.name,
         })

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from pipeline.diffusion import LoadedDiT, file_digest, generate, load_dit
 from pipeline.errors import UserError
-from pipeline.stages.common import latest_output
+from pipeline.stages.common import checked_sampler, latest_output
 from pipeline.tokenizer import VQVAE, load_tokenizer
 
 
@@ -38,10 +38,7 @@ def load_generator(cfg: DictConfig) -> Generator:
     dit = load_dit(dit_path)
     if dit.metadata.get("modality", cfg.data.modality) != cfg.data.modality:
         raise UserError(f"{dit_path} is a {dit.metadata['modality']} model but data={cfg.data.name} is {cfg.data.modality}")
-    try:
-        dit.objective.check_sampler(cfg.sample.sampler)
-    except ValueError as err:
-        raise UserError(f"sample.sampler={cfg.sample.sampler}: {err}") from err
+    checked_sampler(dit.objective, cfg.sample.sampler)
     tokenizer_path = Path(cfg.tokenizer_ckpt or dit.metadata.get("tokenizer", "")).expanduser()
     tokenizer = load_tokenizer(tokenizer_path)
     if file_digest(tokenizer_path) != dit.metadata.get("tokenizer_id"):

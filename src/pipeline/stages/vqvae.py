@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from pipeline.callbacks import ReconstructionGrid
 from pipeline.rundir import RunDir
 from pipeline.stages.common import (
-    build_loggers, build_trainer, check_config, downsample_factor, record_start, scalar_metrics, start_run, tracked,
+    build_loggers, build_trainer, check_config, downsample_factor, fit_and_validate, record_start, scalar_metrics, start_run, tracked,
     wandb_run_path,
 )
 from pipeline.tokenizer import VQVAE, save_tokenizer
@@ -35,9 +35,7 @@ def train_vqvae(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         record_start(cfg, run_dir, loggers, wandb_id, resumed_from=str(ckpt_path) if ckpt_path else None)
     with tracked(run_dir, loggers, trainer.is_global_zero):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
-        if trainer.global_step % int(cfg.trainer.val_check_interval):
-            trainer.validate(model, datamodule=datamodule, verbose=False)
+        fit_and_validate(cfg, trainer, model, datamodule, ckpt_path)
         metrics = scalar_metrics(trainer.callback_metrics)
         trainer.test(model, datamodule=datamodule, verbose=False)
         metrics.update(scalar_metrics(trainer.callback_metrics))
