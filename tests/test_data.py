@@ -21,9 +21,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.data import DataModule
+from pipeline.data import ImageDataModule
 from pipeline.data import sources
-from pipeline.data.prepare import to_chw
+from pipeline.data.image import to_chw
 from pipeline.data.sources import FASHION_CLASSES, SourceUnavailable, read_idx_dir, read_pixel_csv
 from pipeline.data.synthetic import SHAPES, make_synthetic_images
 from pipeline.errors import UserError
@@ -31,8 +31,8 @@ from pipeline.errors import UserError
 SYNTHETIC: dict[str, Any] = dict(offline="synthetic", synthetic_per_class=20, val_size=20, test_size=20, seed=0)
 
 
-def synthetic_module(data_dir: Path, name: str = "shapes", **overrides: Any) -> DataModule:
-    return DataModule(name=name, data_dir=str(data_dir), **{**SYNTHETIC, **overrides})
+def synthetic_module(data_dir: Path, name: str = "shapes", **overrides: Any) -> ImageDataModule:
+    return ImageDataModule(name=name, data_dir=str(data_dir), **{**SYNTHETIC, **overrides})
 
 
 def stored_splits(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -161,7 +161,7 @@ def test_a_fixed_source_is_reshuffled_by_the_seed_alone(tmp_path: Path) -> None:
     path = write_pixel_csv(tmp_path / "pixels.csv", [[value] * 16 + [value % 4] for value in range(40)])
     built = {}
     for seed in (0, 1):
-        dm = DataModule(name=f"csv{seed}", path=str(path), size=4, val_size=8, test_size=8, seed=seed, data_dir=str(tmp_path / "data"))
+        dm = ImageDataModule(name=f"csv{seed}", path=str(path), size=4, val_size=8, test_size=8, seed=seed, data_dir=str(tmp_path / "data"))
         dm.prepare_data()
         built[seed] = {split: sorted(flat_values(images)) for split, (images, _) in stored_splits(dm.prepared_dir).items()}
     assert sorted(sum(built[0].values(), [])) == sorted(sum(built[1].values(), [])) == list(range(40))
@@ -224,7 +224,7 @@ def test_prepared_data_is_reused_and_changed_settings_rebuild(
         raise AssertionError("prepared data was rebuilt")
 
     with monkeypatch.context() as patch:
-        patch.setattr("pipeline.data.prepare.make_synthetic_images", must_not_rebuild)
+        patch.setattr("pipeline.data.image.make_synthetic_images", must_not_rebuild)
         synthetic_module(tmp_path, hflip=True, batch_size=7).prepare_data()  # loader settings are not data settings
     reused = data_log(caplog)
     assert len(reused) == 1 and "using prepared" in reused[0] and "built from synthetic shapes" in reused[0]
@@ -258,7 +258,7 @@ def make_hub_folder(folder: Path) -> Path:
 def test_a_local_hub_dataset_folder_is_prepared_with_its_own_test_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a local folder needs no hub, and skips the probe
     hub = make_hub_folder(tmp_path / "hub_dataset")
-    dm = DataModule(name="hubby", hub_id=str(hub), size=28, val_size=5, test_size=4, seed=0, data_dir=str(tmp_path / "data"))
+    dm = ImageDataModule(name="hubby", hub_id=str(hub), size=28, val_size=5, test_size=4, seed=0, data_dir=str(tmp_path / "data"))
     dm.prepare_data()
     record = dm.source_record
     assert record["kind"] == "hub" and record["source"] == f"Hugging Face dataset {hub}"
@@ -382,7 +382,7 @@ def test_a_class_per_folder_png_tree_is_labelled_by_sorted_folder_names(tmp_path
         (tree / name / "notes.txt").write_text("not an image")
     (tree / ".cache").mkdir()
     Image.new("RGB", (10, 10), (77, 77, 77)).save(tree / ".cache" / "hidden.png")
-    dm = DataModule(name="tree", path=str(tree), size=28, channels=1, val_size=2, test_size=2, data_dir=str(tmp_path / "data"))
+    dm = ImageDataModule(name="tree", path=str(tree), size=28, channels=1, val_size=2, test_size=2, data_dir=str(tmp_path / "data"))
     dm.prepare_data()
     assert dm.source_record["class_names"] == ["ant", "bee", "cat"] and dm.source_record["kind"] == "local"
     assert dm.source_record["sizes"] == {"train": 8, "val": 2, "test": 2}
@@ -401,7 +401,7 @@ def test_a_folder_of_idx_files_is_prepared_with_its_own_test_split(tmp_path: Pat
         "train": (constant_images(list(range(20)), 28), np.arange(20) % 10),
         "t10k": (constant_images(list(range(100, 106)), 28), np.arange(6)),
     }, suffix="")
-    dm = DataModule(name="idx", path=str(folder), val_size=4, test_size=3, data_dir=str(tmp_path / "data"))
+    dm = ImageDataModule(name="idx", path=str(folder), val_size=4, test_size=3, data_dir=str(tmp_path / "data"))
     dm.prepare_data()
     assert dm.source_record["sizes"] == {"train": 16, "val": 4, "test": 3}
     splits = stored_splits(dm.prepared_dir)
@@ -414,7 +414,7 @@ def test_a_folder_of_idx_files_is_prepared_with_its_own_test_split(tmp_path: Pat
 def test_a_pixel_csv_with_a_header_row_and_the_label_first(tmp_path: Path) -> None:
     rows = [[value % 5] + [value] * 784 for value in range(30)]
     path = write_pixel_csv(tmp_path / "digits.csv", rows, header=["label", *(f"pixel{i}" for i in range(784))])
-    dm = DataModule(name="csv", path=str(path), csv_label="first", val_size=5, test_size=5, data_dir=str(tmp_path / "data"))
+    dm = ImageDataModule(name="csv", path=str(path), csv_label="first", val_size=5, test_size=5, data_dir=str(tmp_path / "data"))
     dm.prepare_data()
     assert dm.source_record["sizes"] == {"train": 20, "val": 5, "test": 5}
     values = []
@@ -497,7 +497,7 @@ def test_each_bad_input_is_a_one_line_user_error(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
     kwargs = {"name": "bad", **SYNTHETIC, "how_to_fix": HOW_TO_FIX, **make_case(tmp_path)}
-    dm = DataModule(data_dir=str(tmp_path / "data"), **kwargs)
+    dm = ImageDataModule(data_dir=str(tmp_path / "data"), **kwargs)
     with pytest.raises(UserError) as info:
         dm.prepare_data()
     message = str(info.value)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.data.datamodule import ImageTensorDataset
+from pipeline.data.image import ImageTensorDataset
 from pipeline.diffusion import LatentDataModule, file_digest
 from pipeline.tokenizer import VQVAE, ImageDecoder, ImageEncoder, VectorQuantizer, save_tokenizer
 

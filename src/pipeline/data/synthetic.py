@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline.data.sources import RawImages
+from pipeline.data.sources import RawData
 
 SHAPES = ["disc", "square", "triangle", "cross", "hbar", "vbar", "ring", "diagonal", "two_dots", "x"]
 
@@ -39,7 +39,7 @@ def _draw(draw: ImageDraw.ImageDraw, shape: str, box: tuple[float, float, float,
         draw.line([(x0, y1), (x1, y0)], fill=fill, width=width)
 
 
-def make_synthetic_images(size: int = 28, channels: int = 1, per_class: int = 100, seed: int = 0) -> RawImages:
+def make_synthetic_images(size: int = 28, channels: int = 1, per_class: int = 100, seed: int = 0) -> RawData:
     """``per_class`` images of each of ten shapes at random position, scale, stroke and (RGB) colour."""
     rng = np.random.default_rng(seed)
     mode = "L" if channels == 1 else "RGB"
@@ -57,4 +57,4 @@ def make_synthetic_images(size: int = 28, channels: int = 1, per_class: int = 10
             labels.append(label)
     order = rng.permutation(len(images))
     stacked = np.stack(images)[order]
-    return RawImages({"train": (stacked, np.asarray(labels, dtype=np.int64)[order])}, f"synthetic shapes ({size}x{size}x{channels}, generated)", SHAPES)
+    return RawData({"train": (stacked, np.asarray(labels, dtype=np.int64)[order])}, f"synthetic shapes ({size}x{size}x{channels}, generated)", SHAPES)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.data.datamodule import ImageTensorDataset
+from pipeline.data.image import ImageTensorDataset
 from pipeline.errors import UserError, one_line
 from pipeline.fileio import atomic_write, write_json
 
