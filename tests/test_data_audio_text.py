@@ -222,3 +222,20 @@ def test_bad_text_input_is_a_one_line_user_error(tmp_path: Path, problem: str) -
 def test_a_data_module_refuses_another_modality() -> None:
     with pytest.raises(UserError, match="sets modality=image, but TextDataModule serves text"):
         TextDataModule(name="x", modality="image")
+
+
+def test_a_local_hub_folder_with_a_text_column_keeps_its_validation_split_as_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = tmp_path / "hub"
+    folder.mkdir()
+    for split, count in (("train", 30), ("validation", 6)):
+        datasets.Dataset.from_dict({"story": [f"{split} story {n}." for n in range(count)] + [""]}).to_parquet(str(folder / f"{split}.parquet"))
+    dm = TextDataModule(name="stories", hub_id=str(folder), text_column="story", seq_length=32, val_size=4, test_size=5, data_dir=str(tmp_path / "data"))
+    dm.prepare_data()
+    dm.setup()
+    assert dm.source_record["kind"] == "hub"
+    test_text = " ".join(decode_bytes(row.numpy()) for row in dm.splits["test"].sequences)
+    assert test_text.count("validation story") == 5 and "train story" not in test_text  # empty documents dropped
+    wrong = TextDataModule(name="wrong", hub_id=str(folder), text_column="text", data_dir=str(tmp_path / "data"))
+    with pytest.raises(UserError, match=r"has columns \['story'\], not \['text'\]; set data.text_column"):
+        wrong.prepare_data()

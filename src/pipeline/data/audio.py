@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.data.datamodule import DataModule
-from pipeline.data.sources import RawData, SourceUnavailable, hub_problem
+from pipeline.data.sources import RawData, SourceUnavailable, class_names, load_hub_splits
 from pipeline.errors import UserError, one_line
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
@@ -66,29 +66,16 @@ def read_audio_folder(directory: Path, sample_rate: int) -> RawData:
 
 
 def load_hub_audio(hub_id: str, audio_column: str, label_column: str, cache_dir: Path, timeout: float, sample_rate: int) -> RawData:
-    """``datasets.load_dataset(hub_id)`` (never remote code), audio decoded here from the stored bytes."""
+    """Clips and labels per split of a hub dataset, decoded here from the stored bytes (no FFmpeg, no torchcodec)."""
     import datasets
 
-    if not Path(hub_id).exists():
-        problem = hub_problem(hub_id, timeout)
-        if problem:
-            raise SourceUnavailable(f"hub {hub_id} unavailable ({problem})")
-    try:
-        loaded = datasets.load_dataset(hub_id, cache_dir=str(cache_dir))
-    except Exception as err:
-        raise SourceUnavailable(f"hub {hub_id}: {one_line(err)}") from err
-    splits: dict[str, tuple[list[Any], np.ndarray]] = {}
-    for split_name, split in loaded.items():
-        if audio_column not in split.column_names or label_column not in split.column_names:
-            raise UserError(f"dataset {hub_id} has columns {split.column_names}; set data.audio_column / data.label_column")
-        raw = split.cast_column(audio_column, datasets.Audio(decode=False))[audio_column]
-        clips = [decode_audio(item["bytes"] if item.get("bytes") else item["path"], sample_rate) for item in raw]
-        key = "test" if split_name in ("test", "validation") and "test" not in splits else split_name
-        splits[key] = (clips, np.asarray(split[label_column], dtype=np.int64))
-    if "train" not in splits:
-        raise UserError(f"dataset {hub_id} has no 'train' split (found: {', '.join(loaded)})")
-    names = loaded["train"].features[label_column]
-    return RawData(splits, f"Hugging Face dataset {hub_id}", list(getattr(names, "names", []) or []))
+    splits = load_hub_splits(hub_id, {audio_column: "audio_column", label_column: "label_column"}, cache_dir, timeout)
+    raw = {}
+    for name, split in splits.items():
+        stored = split.cast_column(audio_column, datasets.Audio(decode=False))[audio_column]
+        clips = [decode_audio(item["bytes"] if item.get("bytes") else item["path"], sample_rate) for item in stored]
+        raw[name] = (clips, np.asarray(split[label_column], dtype=np.int64))
+    return RawData(raw, f"Hugging Face dataset {hub_id}", class_names(splits["train"], label_column))
 
 
 def make_synthetic_audio(sample_rate: int, length: int, per_class: int, seed: int) -> RawData:

@@ -58,12 +58,13 @@ def hub_problem(hub_id: str, timeout: float) -> str | None:
     return None
 
 
-def load_hub(hub_id: str, image_column: str, label_column: str, cache_dir: Path, timeout: float) -> RawData:
-    """``datasets.load_dataset(hub_id)`` (never with remote code). A local path skips the reachability probe."""
+def load_hub_splits(hub_id: str, columns: dict[str, str], cache_dir: Path, timeout: float) -> dict[str, Any]:
+    """``datasets.load_dataset(hub_id)`` (never with remote code) as ``{split: Dataset}``, ``validation``
+    standing in for a missing ``test``. ``columns`` maps each needed column to the config key that
+    names it, for the error. A local path skips the reachability probe."""
     import datasets
 
-    is_local = Path(hub_id).exists()
-    if not is_local:
+    if not Path(hub_id).exists():
         problem = hub_problem(hub_id, timeout)
         if problem:
             raise SourceUnavailable(f"hub {hub_id} unavailable ({problem})")
@@ -71,21 +72,28 @@ def load_hub(hub_id: str, image_column: str, label_column: str, cache_dir: Path,
         loaded = datasets.load_dataset(hub_id, cache_dir=str(cache_dir))
     except Exception as err:
         raise SourceUnavailable(f"hub {hub_id}: {one_line(err)}") from err
-    splits = {}
+    splits: dict[str, Any] = {}
     for split_name, split in loaded.items():
-        if image_column not in split.column_names or label_column not in split.column_names:
-            raise UserError(
-                f"dataset {hub_id} has columns {split.column_names}; set data.image_column / data.label_column"
-            )
-        splits["test" if split_name in ("test", "validation") and "test" not in splits else split_name] = (
-            list(split[image_column]),  # PIL images of any size and mode: resized and converted when prepared
-            np.asarray(split[label_column], dtype=np.int64),
-        )
+        missing = [column for column in columns if column not in split.column_names]
+        if missing:
+            keys = " / ".join(f"data.{columns[column]}" for column in missing)
+            raise UserError(f"dataset {hub_id} has columns {split.column_names}, not {missing}; set {keys}")
+        splits["test" if split_name in ("test", "validation") and "test" not in splits else split_name] = split
     if "train" not in splits:
         raise UserError(f"dataset {hub_id} has no 'train' split (found: {', '.join(loaded)})")
-    names = loaded["train"].features[label_column]
-    class_names = list(getattr(names, "names", []) or [])
-    return RawData(splits, f"Hugging Face dataset {hub_id}", class_names)
+    return splits
+
+
+def class_names(split: Any, label_column: str) -> list[str]:
+    """The names of a ``ClassLabel`` column, or none."""
+    return list(getattr(split.features[label_column], "names", []) or [])
+
+
+def load_hub(hub_id: str, image_column: str, label_column: str, cache_dir: Path, timeout: float) -> RawData:
+    """Images and labels per split of a hub dataset (PIL images of any size and mode: resized and converted when prepared)."""
+    splits = load_hub_splits(hub_id, {image_column: "image_column", label_column: "label_column"}, cache_dir, timeout)
+    raw = {name: (list(split[image_column]), np.asarray(split[label_column], dtype=np.int64)) for name, split in splits.items()}
+    return RawData(raw, f"Hugging Face dataset {hub_id}", class_names(splits["train"], label_column))
 
 
 def read_pixel_csv(path: Path, side: int, label_position: str = "last") -> tuple[np.ndarray, np.ndarray]:

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.data.datamodule import DataModule
-from pipeline.data.sources import RawData, SourceUnavailable, hub_problem
+from pipeline.data.sources import RawData, SourceUnavailable, load_hub_splits
 from pipeline.errors import UserError, one_line
 
 PAD = 0
@@ -58,26 +58,9 @@ def read_text_file(path: str | Path) -> RawData:
 
 
 def load_hub_text(hub_id: str, text_column: str, cache_dir: Path, timeout: float) -> RawData:
-    """Documents per split of ``datasets.load_dataset(hub_id)`` (never remote code)."""
-    import datasets
-
-    if not Path(hub_id).exists():
-        problem = hub_problem(hub_id, timeout)
-        if problem:
-            raise SourceUnavailable(f"hub {hub_id} unavailable ({problem})")
-    try:
-        loaded = datasets.load_dataset(hub_id, cache_dir=str(cache_dir))
-    except Exception as err:
-        raise SourceUnavailable(f"hub {hub_id}: {one_line(err)}") from err
-    splits = {}
-    for split_name, split in loaded.items():
-        if text_column not in split.column_names:
-            raise UserError(f"dataset {hub_id} has columns {split.column_names}; set data.text_column")
-        key = "test" if split_name in ("test", "validation") and "test" not in splits else split_name
-        splits[key] = [doc for doc in split[text_column] if doc and doc.strip()]
-    if "train" not in splits:
-        raise UserError(f"dataset {hub_id} has no 'train' split (found: {', '.join(loaded)})")
-    return _unlabelled(splits, f"Hugging Face dataset {hub_id}")
+    """Documents per split of a hub dataset (empty ones dropped)."""
+    splits = load_hub_splits(hub_id, {text_column: "text_column"}, cache_dir, timeout)
+    return _unlabelled({name: [doc for doc in split[text_column] if doc and doc.strip()] for name, split in splits.items()}, f"Hugging Face dataset {hub_id}")
 
 
 def _unlabelled(splits: dict[str, list[str]], description: str) -> RawData:
