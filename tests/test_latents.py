@@ -11,7 +11,7 @@ import torch
 
 from pipeline.data.image import ImageTensorDataset
 from pipeline.diffusion import LatentDataModule, file_digest
-from pipeline.tokenizer import VQVAE, ImageDecoder, ImageEncoder, VectorQuantizer, save_tokenizer
+from pipeline.tokenizer import VQVAE, ImageDecoder, ImageEncoder, ImageReconstruction, VectorQuantizer, save_tokenizer
 
 
 class FakeImages:
@@ -36,7 +36,7 @@ class FakeImages:
 
 def write_tokenizer(path: Path, seed: int) -> Path:
     torch.manual_seed(seed)
-    model = VQVAE(ImageEncoder(1, [8, 16], 1, 4), ImageDecoder(1, [8, 16], 1, 4), VectorQuantizer(4, 16, kmeans_init=False), size="tiny")
+    model = VQVAE(ImageEncoder(1, [8, 16], 1, 4), ImageDecoder(1, [8, 16], 1, 4), VectorQuantizer(4, 16, kmeans_init=False), ImageReconstruction(), size="tiny")
     return save_tokenizer(model, path, {"latent_shape": [4, 8, 8]})
 
 

@@ -9,14 +9,17 @@ import pytest
 import torch
 
 from pipeline.errors import UserError
-from pipeline.tokenizer import VQVAE, ImageDecoder, ImageEncoder, VectorQuantizer, load_tokenizer, save_tokenizer
+from pipeline.tokenizer import (
+    VQVAE, AudioDecoder, AudioEncoder, AudioReconstruction, ImageDecoder, ImageEncoder, ImageReconstruction, TextDecoder, TextEncoder,
+    TextReconstruction, VectorQuantizer, load_tokenizer, save_tokenizer,
+)
 
 
 def small_model(num_quantizers: int = 1) -> VQVAE:
     torch.manual_seed(0)
     return VQVAE(
         ImageEncoder(1, [8, 16], 1, 4), ImageDecoder(1, [8, 16], 1, 4),
-        VectorQuantizer(4, 16, num_quantizers=num_quantizers, kmeans_init=False), size="tiny",
+        VectorQuantizer(4, 16, num_quantizers=num_quantizers, kmeans_init=False), ImageReconstruction(), size="tiny",
     )
 
 
@@ -75,3 +78,35 @@ def test_unknown_network_class(tmp_path: Path) -> None:
     torch.save(payload, path)
     with pytest.raises(UserError, match="unknown network 'os.system'"):
         load_tokenizer(path)
+
+
+@pytest.mark.parametrize("modality", ["audio", "text"])
+def test_one_dimensional_tokenizers_round_trip(tmp_path: Path, modality: str) -> None:
+    torch.manual_seed(0)
+    if modality == "audio":
+        model = VQVAE(AudioEncoder(1, [8, 16], [4], 1, 4), AudioDecoder(1, [8, 16], [4], 1, 4), VectorQuantizer(4, 16, kmeans_init=False), AudioReconstruction(8000))
+        x = torch.rand(2, 1, 256) * 2 - 1
+    else:
+        model = VQVAE(TextEncoder(256, [16, 32], [2], 1, 4), TextDecoder(256, [16, 32], [2], 1, 4), VectorQuantizer(4, 16, kmeans_init=False), TextReconstruction())
+        x = torch.randint(0, 256, (2, 32))
+    model.eval()
+    loaded = load_tokenizer(save_tokenizer(model, tmp_path / "tokenizer.pt", {"data": "toy"}))
+    assert type(loaded.reconstruction) is type(model.reconstruction) and loaded.reconstruction.config == model.reconstruction.config
+    with torch.no_grad():
+        expected, quantized = model(x)
+        assert torch.allclose(loaded(x)[0], expected, atol=1e-6)
+        assert quantized.indices.shape == (2, x.shape[-1] // 4 if modality == "audio" else x.shape[-1] // 2)
+        assert torch.allclose(loaded.decode_indices(quantized.indices), expected, atol=1e-5)
+
+
+def test_a_format_1_image_tokenizer_still_loads(tmp_path: Path) -> None:
+    model = small_model().eval()
+    path = save_tokenizer(model, tmp_path / "tokenizer.pt", {"data": "toy"})
+    payload = torch.load(path, weights_only=True)
+    config = payload["config"]
+    config["loss"] = {"l1_weight": 0.5, "mse_weight": 2.0, "commitment_weight": config.pop("commitment_weight")}
+    del config["reconstruction"]
+    payload["format"] = "pipeline.tokenizer/1"
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = load_tokenizer(tmp_path / "old.pt")
+    assert loaded.reconstruction.config == {"l1_weight": 0.5, "mse_weight": 2.0}

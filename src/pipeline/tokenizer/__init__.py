@@ -1,8 +1,13 @@
-"""Stage one: the VQ-VAE tokenizer."""
+"""Stage one: the VQ-VAE tokenizer, its networks per modality and their reconstruction objectives."""
 
 from pipeline.tokenizer.io import load_tokenizer, save_tokenizer
 from pipeline.tokenizer.networks import ImageDecoder, ImageEncoder
+from pipeline.tokenizer.networks1d import AudioDecoder, AudioEncoder, TextDecoder, TextEncoder
 from pipeline.tokenizer.quantizer import QuantizerOutput, VectorQuantizer
+from pipeline.tokenizer.reconstruction import AudioReconstruction, ImageReconstruction, TextReconstruction
 from pipeline.tokenizer.vqvae import VQVAE
 
-__all__ = ["VQVAE", "ImageDecoder", "ImageEncoder", "QuantizerOutput", "VectorQuantizer", "load_tokenizer", "save_tokenizer"]
+__all__ = [
+    "VQVAE", "AudioDecoder", "AudioEncoder", "AudioReconstruction", "ImageDecoder", "ImageEncoder", "ImageReconstruction",
+    "QuantizerOutput", "TextDecoder", "TextEncoder", "TextReconstruction", "VectorQuantizer", "load_tokenizer", "save_tokenizer",
+]

@@ -1,7 +1,9 @@
 """``tokenizer.pt``: plain tensors and a plain-dict config, loadable with ``weights_only=True``.
 
-The file never names a Python object to import: networks are looked up by class name in
-:data:`pipeline.tokenizer.networks.NETWORKS`, so loading an untrusted file cannot run code.
+The file never names a Python object to import: networks and reconstruction objectives are looked
+up by class name in :data:`~pipeline.tokenizer.networks1d.NETWORKS` and
+:data:`~pipeline.tokenizer.reconstruction.RECONSTRUCTIONS`, so loading an untrusted file cannot run
+code. Format 1 (image only, before issue 5) stored the image loss weights under ``loss``; it still loads.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import torch
 
 from pipeline.errors import UserError, one_line
 from pipeline.fileio import atomic_write
-from pipeline.tokenizer.networks import NETWORKS
+from pipeline.tokenizer.networks1d import NETWORKS
 from pipeline.tokenizer.quantizer import VectorQuantizer
+from pipeline.tokenizer.reconstruction import RECONSTRUCTIONS, ImageReconstruction
 from pipeline.tokenizer.vqvae import VQVAE
 
-FORMAT = "pipeline.tokenizer/1"
+FORMAT = "pipeline.tokenizer/2"
+FORMATS = ("pipeline.tokenizer/1", FORMAT)  # readable
 
 
 def tokenizer_config(model: VQVAE) -> dict[str, Any]:
@@ -38,7 +42,8 @@ def tokenizer_config(model: VQVAE) -> dict[str, Any]:
             "dead_code_threshold": first.dead_code_threshold,
             "cosine": quantizer.cosine,
         },
-        "loss": {k: float(model.hparams[k]) for k in ("l1_weight", "mse_weight", "commitment_weight")},
+        "reconstruction": {"class": type(model.reconstruction).__name__, **model.reconstruction.config},
+        "commitment_weight": float(model.hparams["commitment_weight"]),
     }
 
 
@@ -55,12 +60,20 @@ def save_tokenizer(model: VQVAE, path: str | Path, metadata: dict[str, Any]) -> 
     return atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
 
 
-def _build_network(spec: dict[str, Any]) -> torch.nn.Module:
+def _build(spec: dict[str, Any], known: dict[str, type[torch.nn.Module]], what: str) -> torch.nn.Module:
     kwargs = dict(spec)
     name = kwargs.pop("class")
-    if name not in NETWORKS:
-        raise UserError(f"tokenizer file names an unknown network {name!r}; known: {', '.join(sorted(NETWORKS))}")
-    return NETWORKS[name](**kwargs)
+    if name not in known:
+        raise UserError(f"tokenizer file names an unknown {what} {name!r}; known: {', '.join(sorted(known))}")
+    return known[name](**kwargs)
+
+
+def _reconstruction_and_commitment(config: dict[str, Any]) -> tuple[torch.nn.Module, float]:
+    """Format 2 names the reconstruction objective; format 1 held the image loss weights under ``loss``."""
+    if "loss" in config:
+        loss = config["loss"]
+        return ImageReconstruction(loss["l1_weight"], loss["mse_weight"]), loss["commitment_weight"]
+    return _build(config["reconstruction"], RECONSTRUCTIONS, "reconstruction objective"), config["commitment_weight"]
 
 
 def load_tokenizer(path: str | Path, map_location: str | torch.device = "cpu") -> VQVAE:
@@ -75,15 +88,20 @@ def load_tokenizer(path: str | Path, map_location: str | torch.device = "cpu") -
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, random bytes, pickled objects: all the same to the user
         raise UserError(f"cannot read tokenizer file {path}: {one_line(err, 200)}") from err
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in FORMATS:
         raise UserError(f"{path} is not a pipeline tokenizer file (expected format {FORMAT!r})")
-    config = payload["config"]
-    model = VQVAE(
-        encoder=_build_network(config["encoder"]),
-        decoder=_build_network(config["decoder"]),
-        quantizer=VectorQuantizer(kmeans_init=False, **config["quantizer"]),
-        **config["loss"],
-    )
+    try:
+        config = payload["config"]
+        reconstruction, commitment_weight = _reconstruction_and_commitment(config)
+        model = VQVAE(
+            encoder=_build(config["encoder"], NETWORKS, "network"),
+            decoder=_build(config["decoder"], NETWORKS, "network"),
+            quantizer=VectorQuantizer(kmeans_init=False, **config["quantizer"]),
+            reconstruction=reconstruction,
+            commitment_weight=commitment_weight,
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{path} is damaged or does not match its own config: {one_line(err, 200)}") from err
     missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
     missing = [k for k in missing if not k.startswith(("val_", "test_"))]
     if missing or unexpected:

@@ -46,6 +46,8 @@ class ImageEncoder(nn.Module):
         latent_dim: channels of the continuous latent z_e.
     """
 
+    spatial_ndim = 2
+
     def __init__(self, in_channels: int, channels: Sequence[int], num_res_blocks: int, latent_dim: int) -> None:
         super().__init__()
         channels = list(channels)
@@ -91,4 +93,3 @@ class ImageDecoder(nn.Module):
         return self.net(z)
 
 
-NETWORKS: dict[str, type[nn.Module]] = {"ImageEncoder": ImageEncoder, "ImageDecoder": ImageDecoder}
