@@ -81,11 +81,16 @@ def test_help_and_cfg_job(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["data=mnsit"], "unknown data option 'mnsit'; valid: cifar10, fashion_mnist, folder, mnist, synthetic_image"),
+        (["data=mnsit"], "unknown data option 'mnsit'; valid: cifar10, fashion_mnist, folder, fortunes, mnist, spoken_digits, synthetic_audio, synthetic_image, synthetic_text, text_file, tinystories"),
+        (["data=spoken_digits", "modality=image"], "data=spoken_digits is audio data but modality=image; drop the modality= override"),
+        (["data=synthetic_text", "modality=audio"], "data=synthetic_text is text data but modality=audio"),
+        (["data=text_file"], "data=text_file needs data.path=FILE (a UTF-8 text file)"),
         (["vqvae=huge"], "unknown vqvae option 'huge'; valid: base, large, small"),
         (["stage=vqvae", "data=folder"], "data=folder needs data.path=DIR"),
         (["data=folder", "data.path=/nonexistent/images"], "data.path /nonexistent/images does not exist"),
-        (["data=synthetic_image", "data.size=30"], "data.size=30 is not divisible"),
+        (["data=synthetic_image", "data.size=30"], "data=synthetic_image examples of length [30, 30] come back from the tokenizer as [28, 28]"),
+        (["data=synthetic_audio", "data.clip_length=1000"], "make them divisible by its downsampling x32"),
+        (["data=synthetic_image", "data.synthetic_per_class=2", "data.val_size=5", "data.test_size=5"], "data=synthetic_image has 10 training examples, fewer than one batch (data.batch_size=32)"),
         (["data=synthetic_image", "resume=/nonexistent/run"], "resume=/nonexistent/run: no checkpoint"),
         (["data=synthetic_image", "resume=true"], "resume=true: no unfinished run"),
         (["data=cifar10", "data.hub_timeout=1"], "no source for data 'cifar10' worked"),

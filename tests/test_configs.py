@@ -13,31 +13,66 @@ from conftest import compose_config
 from pipeline.config import config_dir, launch_stamp
 from pipeline.data import DataModule
 from pipeline.diffusion import PRESETS
+from pipeline.errors import UserError
+from pipeline.stages.common import check_config, tokenizer_latent_shape
 from pipeline.tokenizer import VQVAE
 
 DATA_OPTIONS = sorted(p.stem for p in (config_dir() / "data").glob("*.yaml"))
 VQVAE_OPTIONS = sorted(p.stem for p in (config_dir() / "vqvae").glob("*.yaml"))
+MODALITY_OPTIONS = sorted(p.stem for p in (config_dir() / "modality").glob("*.yaml"))
+DATA_MODALITY = {"mnist": "image", "fashion_mnist": "image", "cifar10": "image", "folder": "image", "synthetic_image": "image",
+                 "spoken_digits": "audio", "synthetic_audio": "audio",
+                 "tinystories": "text", "fortunes": "text", "text_file": "text", "synthetic_text": "text"}
+NEEDS_PATH = {"folder", "text_file"}
 
 
 def test_options_found() -> None:
-    assert {"mnist", "fashion_mnist", "cifar10", "folder", "synthetic_image"} <= set(DATA_OPTIONS)
+    assert set(DATA_MODALITY) == set(DATA_OPTIONS)
     assert VQVAE_OPTIONS == ["base", "large", "small"]
+    assert MODALITY_OPTIONS == ["audio", "image", "text"]
+    networks = {p.stem for p in (config_dir() / "vqvae" / "net").glob("*.yaml")}
+    assert networks == {f"{m}_{v}" for m in MODALITY_OPTIONS for v in VQVAE_OPTIONS}  # every modality x size
 
 
 @pytest.mark.parametrize("vqvae", VQVAE_OPTIONS)
 @pytest.mark.parametrize("data", DATA_OPTIONS)
 def test_every_data_and_vqvae_option_instantiates(data: str, vqvae: str, tmp_path: Path) -> None:
-    extra = [f"data.path={tmp_path}"] if data == "folder" else []
+    """data x size, the modality following the data: the data module, the tokenizer, and a dry run whose latents come back at the example's size."""
+    extra = [f"data.path={tmp_path}"] if data in NEEDS_PATH else []
     cfg = compose_config(f"data={data}", f"vqvae={vqvae}", *extra, root=tmp_path)
-    assert cfg.stage.name == "vqvae" and cfg.data.name == data and cfg.modality.name == cfg.data.modality
+    assert cfg.stage.name == "vqvae" and cfg.data.name == data
+    assert cfg.modality.name == cfg.data.modality == DATA_MODALITY[data]  # the data option chose the modality
+    check_config(cfg)
     datamodule = instantiate(cfg.data)
-    assert isinstance(datamodule, DataModule)
+    assert isinstance(datamodule, DataModule) and datamodule.modality == cfg.modality.name
     model = instantiate(cfg.vqvae)
-    assert isinstance(model, VQVAE)
-    size = cfg.data.size
-    x = torch.zeros(1, cfg.data.channels, size, size)
-    factor = 2 ** (len(cfg.vqvae.encoder.channels) - 1)
-    assert model.encode(x).shape == (1, cfg.vqvae.encoder.latent_dim, size // factor, size // factor)
+    assert isinstance(model, VQVAE) and model.hparams.size == vqvae
+    latent_shape = tokenizer_latent_shape(cfg, model)
+    example = list(cfg.modality.example_shape)
+    factor = model.encoder.downsample_factor
+    assert latent_shape[0] == cfg.vqvae.encoder.latent_dim
+    assert latent_shape[1:] == [size // factor for size in example[-model.encoder.spatial_ndim:]]
+
+
+@pytest.mark.parametrize("modality", ["image", "audio", "text"])
+def test_a_contradictory_modality_is_refused(modality: str, tmp_path: Path) -> None:
+    """A command-line modality= silently beats the data option's choice in Hydra: the application refuses the mix."""
+    data = {"image": "spoken_digits", "audio": "fortunes", "text": "mnist"}[modality]
+    cfg = compose_config(f"data={data}", f"modality={modality}", root=tmp_path)
+    assert cfg.modality.name == modality != cfg.data.modality
+    with pytest.raises(UserError, match=f"data={data} is {cfg.data.modality} data but modality={modality}"):
+        check_config(cfg)
+
+
+def test_a_size_the_tokenizer_cannot_take_is_refused(tmp_path: Path) -> None:
+    for overrides, message in (
+        (["data=synthetic_image", "data.size=30"], r"examples of length \[30, 30\] come back from the tokenizer as \[28, 28\]"),
+        (["data=synthetic_audio", "data.clip_length=1000"], r"examples of length \[1000\] come back .* downsampling x32"),
+        (["data=synthetic_text", "data.seq_length=127"], r"examples of length \[127\] come back .* downsampling x2"),
+    ):
+        cfg = compose_config(*overrides, root=tmp_path)
+        with pytest.raises(UserError, match=message):
+            tokenizer_latent_shape(cfg, instantiate(cfg.vqvae))
 
 
 def test_keys_later_issues_rely_on(tmp_path: Path) -> None:

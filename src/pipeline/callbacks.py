@@ -12,44 +12,46 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 
 from pipeline.diffusion.generate import class_labels, generate
-from pipeline.media import image_grid, save_png
+from pipeline.media import Media
 from pipeline.tokenizer import VQVAE
 
 
 class ReconstructionGrid(L.Callback):
-    """After each validation: the first ``num_images`` val images above their reconstructions.
+    """After each validation: the first ``num_examples`` val examples beside their reconstructions.
 
-    Saved as ``samples/recon_step<step>.png`` in the run directory and logged to W&B as
-    ``val/reconstructions``. The same images every time, so grids compare across steps.
+    Written by the modality's media writer as ``samples/recon_step<step>.*`` in the run directory
+    (a PNG grid; for audio also WAVs, for text a text file) and logged to W&B as
+    ``val/reconstructions``. The same examples every time, so they compare across steps.
     """
 
-    def __init__(self, out_dir: str | Path, num_images: int = 8) -> None:
-        self.out_dir, self.num_images = Path(out_dir), num_images
+    def __init__(self, media: Media, out_dir: str | Path, num_examples: int = 8) -> None:
+        self.media, self.out_dir, self.num_examples = media, Path(out_dir), num_examples
         self.last_path: Path | None = None
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         dataset = trainer.datamodule.splits["val"]
-        originals = torch.stack([dataset[i][0] for i in range(min(self.num_images, len(dataset)))]).to(pl_module.device)
+        originals = torch.stack([dataset[i][0] for i in range(min(self.num_examples, len(dataset)))]).to(pl_module.device)
         with torch.no_grad():
-            reconstructions, _ = pl_module(originals)
-        path = save_png(image_grid([originals, reconstructions]), self.out_dir / f"recon_step{trainer.global_step:06d}.png")
-        self.last_path = path
+            outputs, _ = pl_module(originals)
+        rows, names = [self.media.to_data(originals), self.media.to_data(outputs)], ["original", "reconstruction"]
+        files = self.media.save_rows(rows, names, self.out_dir / f"recon_step{trainer.global_step:06d}")
+        self.last_path = files[0]
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image("val/reconstructions", [str(path)], step=trainer.global_step, caption=["top: originals, bottom: reconstructions"])
+                self.media.log(logger, "val/reconstructions", rows, names, files, trainer.global_step, "originals, then reconstructions")
 
 
 class SampleGrid(L.Callback):
     """Every ``every_n_steps`` and at the end of training: EMA samples from the same noise, one row per class.
 
-    Saved as ``samples/step<step>.png`` and logged to W&B as ``samples/grid``, so runs compare by
-    eye at equal steps.
+    Written by the modality's media writer as ``samples/step<step>.*`` and logged to W&B as
+    ``samples/grid``, so runs compare by eye (or ear) at equal steps.
     """
 
-    def __init__(self, tokenizer: VQVAE, out_dir: str | Path, every_n_steps: int, per_class: int, steps: int, sampler: str | None, cfg_scale: float, seed: int) -> None:
-        self.tokenizer, self.out_dir, self.every_n_steps = tokenizer, Path(out_dir), every_n_steps
+    def __init__(self, media: Media, tokenizer: VQVAE, out_dir: str | Path, every_n_steps: int, per_class: int, steps: int, sampler: str | None, cfg_scale: float, seed: int) -> None:
+        self.media, self.tokenizer, self.out_dir, self.every_n_steps = media, tokenizer, Path(out_dir), every_n_steps
         self.per_class, self.steps, self.sampler, self.cfg_scale, self.seed = per_class, steps, sampler, cfg_scale, seed
         self.last_path: Path | None = None
         self.last_step = -1
@@ -69,15 +71,18 @@ class SampleGrid(L.Callback):
         rows = max(model.num_classes, 1)
         labels = class_labels(rows * self.per_class, model.num_classes)
         self.tokenizer.to(pl_module.device)
-        images = generate(
+        samples = self.media.to_data(generate(
             model, pl_module.objective, self.tokenizer, pl_module.latent_mean, pl_module.latent_std, labels, rows * self.per_class,
             self.steps, self.sampler, self.cfg_scale, torch.Generator().manual_seed(self.seed),
-        )
-        path = save_png(image_grid(list(images.view(rows, self.per_class, *images.shape[1:]))), self.out_dir / f"step{trainer.global_step:06d}.png")
-        self.last_path, self.last_step = path, trainer.global_step
+        ))
+        grid_rows = list(samples.view(rows, self.per_class, *samples.shape[1:]))
+        names = [f"class {c}" for c in range(rows)] if model.num_classes else ["unconditional"]
+        files = self.media.save_rows(grid_rows, names, self.out_dir / f"step{trainer.global_step:06d}")
+        self.last_path, self.last_step = files[0], trainer.global_step
+        caption = f"EMA, {self.steps} steps, guidance {self.cfg_scale}"
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image("samples/grid", [str(path)], step=trainer.global_step, caption=[f"EMA, {self.steps} steps, guidance {self.cfg_scale}"])
+                self.media.log(logger, "samples/grid", grid_rows, names, files, trainer.global_step, caption)
 
 
 class PlainProgress(L.Callback):

@@ -110,8 +110,12 @@ class AudioTensorDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def inputs(self, index: int | slice) -> torch.Tensor:
+        """Examples as the tokenizer takes them: float clips ``(1, T)``."""
+        return self.clips[index]
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.clips[index], self.labels[index]
+        return self.inputs(index), self.labels[index]
 
 
 class AudioDataModule(DataModule):

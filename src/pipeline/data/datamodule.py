@@ -107,6 +107,7 @@ class DataModule(L.LightningDataModule, ABC):
         )
 
     def train_dataloader(self) -> DataLoader:
+        check_one_batch(len(self.splits["train"]), self.batch_size, f"data={self.name}")
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -114,3 +115,9 @@ class DataModule(L.LightningDataModule, ABC):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def check_one_batch(examples: int, batch_size: int, what: str) -> None:
+    """Training drops the ragged last batch: a train split smaller than one batch would train for zero steps."""
+    if examples < batch_size:
+        raise UserError(f"{what} has {examples} training examples, fewer than one batch (data.batch_size={batch_size}): lower data.batch_size or use more data")

@@ -26,8 +26,12 @@ class ImageTensorDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def inputs(self, index: int | slice) -> torch.Tensor:
+        """Examples as the tokenizer takes them, never flipped: floats in [-1, 1]."""
+        return self.images[index].float().div_(127.5).sub_(1.0)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[index].float().div_(127.5).sub_(1.0)
+        image = self.inputs(index)
         if self.hflip and torch.rand(()) < 0.5:
             image = image.flip(-1)
         return image, self.labels[index]

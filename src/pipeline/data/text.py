@@ -132,8 +132,12 @@ class ByteSequenceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def inputs(self, index: int | slice) -> torch.Tensor:
+        """Examples as the tokenizer takes them: int64 byte ids ``(L,)``."""
+        return self.sequences[index].long()
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.sequences[index].long(), self.labels[index]
+        return self.inputs(index), self.labels[index]
 
 
 class TextDataModule(DataModule):

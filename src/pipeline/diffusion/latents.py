@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pipeline.data.datamodule import check_one_batch
 from pipeline.fileio import write_json
 from pipeline.tokenizer import VQVAE, load_tokenizer
 
@@ -45,10 +46,11 @@ def data_fingerprint(record: dict[str, Any], hflip: bool) -> str:
 
 
 @torch.no_grad()
-def encode_split(tokenizer: VQVAE, images: torch.Tensor, out: np.ndarray, batch_size: int = 256) -> None:
-    """Encode uint8 images into ``out`` ``(N, views, ...)``: view 0 as is, view 1 (if any) flipped."""
-    for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size].float().div_(127.5).sub_(1.0)
+def encode_split(tokenizer: VQVAE, dataset: Any, out: np.ndarray, batch_size: int = 256) -> None:
+    """Encode a split's examples (``dataset.inputs(slice)``) into ``out`` ``(N, views, ...)``: view 0 as
+    is, view 1 (if any) flipped along the last axis (horizontal flips of images)."""
+    for start in range(0, len(dataset), batch_size):
+        batch = dataset.inputs(slice(start, start + batch_size))
         for view in range(out.shape[1]):
             out[start:start + len(batch), view] = tokenizer.encode(batch.flip(-1) if view else batch).numpy()
 
@@ -74,13 +76,14 @@ def build_latent_cache(tokenizer: VQVAE, splits: dict[str, Any], target: Path, h
     tmp.mkdir(parents=True)
     shapes = {}
     for split in ("train", "val"):
-        images, labels = splits[split].images, splits[split].labels
+        dataset = splits[split]
         views = 2 if hflip and split == "train" else 1
-        latent_shape = tuple(tokenizer.encode(images[:1].float().div(127.5).sub(1.0)).shape[1:])
-        out = np.lib.format.open_memmap(tmp / f"{split}_latents.npy", mode="w+", dtype=np.float32, shape=(len(images), views, *latent_shape))
-        encode_split(tokenizer, images, out)
+        with torch.no_grad():
+            latent_shape = tuple(tokenizer.encode(dataset.inputs(slice(0, 1))).shape[1:])
+        out = np.lib.format.open_memmap(tmp / f"{split}_latents.npy", mode="w+", dtype=np.float32, shape=(len(dataset), views, *latent_shape))
+        encode_split(tokenizer, dataset, out)
         out.flush()
-        np.save(tmp / f"{split}_labels.npy", labels.numpy().astype(np.int64))
+        np.save(tmp / f"{split}_labels.npy", dataset.labels.numpy().astype(np.int64))
         shapes[split] = list(out.shape)
         if split == "train":
             mean, std = channel_stats(out)
@@ -131,15 +134,15 @@ class LatentDataModule(L.LightningDataModule):
     """Stage two's data: builds the cache on local rank 0 (``prepare_data``), then serves it.
 
     Args:
-        images: the image :class:`~pipeline.data.DataModule` the tokenizer encodes.
+        data: the :class:`~pipeline.data.DataModule` (any modality) whose examples the tokenizer encodes.
         tokenizer_path: the frozen tokenizer; its file digest names the cache folder.
         cache_root: ``outputs/<data>/latents``.
         hflip: also encode horizontal flips (from ``data.hflip``).
     """
 
-    def __init__(self, images: L.LightningDataModule, tokenizer_path: str | Path, cache_root: str | Path, batch_size: int, hflip: bool = False, num_workers: int = 0) -> None:
+    def __init__(self, data: L.LightningDataModule, tokenizer_path: str | Path, cache_root: str | Path, batch_size: int, hflip: bool = False, num_workers: int = 0) -> None:
         super().__init__()
-        self.images, self.tokenizer_path = images, Path(tokenizer_path)
+        self.data, self.tokenizer_path = data, Path(tokenizer_path)
         self.batch_size, self.hflip, self.num_workers = batch_size, hflip, num_workers
         self.tokenizer_id = file_digest(self.tokenizer_path)
         self.cache_dir = Path(cache_root) / self.tokenizer_id
@@ -147,19 +150,19 @@ class LatentDataModule(L.LightningDataModule):
         self.splits: dict[str, LatentDataset] = {}
 
     def prepare_data(self) -> None:
-        self.images.prepare_data()
-        fingerprint = data_fingerprint(self.images.source_record, self.hflip)
+        self.data.prepare_data()
+        fingerprint = data_fingerprint(self.data.source_record, self.hflip)
         meta = read_meta(self.cache_dir)
         if meta and meta.get("data_fingerprint") == fingerprint and meta.get("version") == CACHE_VERSION:
             log.info("latent cache: %s (reused)", self.cache_dir)
             return
-        self.images.setup()
+        self.data.setup()
         tokenizer = load_tokenizer(self.tokenizer_path)
-        build_latent_cache(tokenizer, self.images.splits, self.cache_dir, self.hflip, {
+        build_latent_cache(tokenizer, self.data.splits, self.cache_dir, self.hflip, {
             "tokenizer": str(self.tokenizer_path.resolve()), "tokenizer_id": self.tokenizer_id,
-            "data": self.images.name, "data_fingerprint": fingerprint, "hflip": self.hflip,
+            "data": self.data.name, "data_fingerprint": fingerprint, "hflip": self.hflip,
         })
-        log.info("latent cache: %s (built: %d train latents%s)", self.cache_dir, len(self.images.splits["train"]), ", with flips" if self.hflip else "")
+        log.info("latent cache: %s (built: %d train latents%s)", self.cache_dir, len(self.data.splits["train"]), ", with flips" if self.hflip else "")
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -176,6 +179,7 @@ class LatentDataModule(L.LightningDataModule):
         return torch.tensor(self.meta["mean"]), torch.tensor(self.meta["std"])
 
     def train_dataloader(self) -> DataLoader:
+        check_one_batch(len(self.splits["train"]), self.batch_size, f"the latent cache {self.cache_dir}")
         return DataLoader(self.splits["train"], batch_size=self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
@@ -18,27 +19,44 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.callbacks import PlainProgress, interactive_terminal
 from pipeline.config import flat_config
 from pipeline.diffusion.objectives import Objective
-from pipeline.errors import UserError
+from pipeline.errors import UserError, one_line
 from pipeline.rundir import RunDir, config_hash, find_resume
+from pipeline.tokenizer import VQVAE
 
 # .hydra/ is already in the run directory when the CSV logger starts; it only ever replaces its own files.
 warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
-
-
-def downsample_factor(cfg: DictConfig) -> int:
-    """Every encoder level after the first halves the resolution."""
-    return 2 ** (len(cfg.vqvae.encoder.channels) - 1)
 
 
 def check_config(cfg: DictConfig) -> None:
     """Catch contradictions a user can type before any work starts."""
     if cfg.data.modality != cfg.modality.name:
         raise UserError(f"data={cfg.data.name} is {cfg.data.modality} data but modality={cfg.modality.name}; drop the modality= override")
-    factor = downsample_factor(cfg)
-    if cfg.data.size % factor:
-        raise UserError(f"data.size={cfg.data.size} is not divisible by the tokenizer's downsampling x{factor} (vqvae.encoder.channels has {len(cfg.vqvae.encoder.channels)} levels)")
     if OmegaConf.is_missing(cfg.data, "path"):
-        raise UserError(f"data={cfg.data.name} needs data.path=DIR (class subfolders of images, IDX files or a pixel CSV)")
+        raise UserError(f"data={cfg.data.name} needs data.path={cfg.modality.path_help}")
+
+
+def example_batch(cfg: DictConfig, batch: int = 1) -> torch.Tensor:
+    """Zeros shaped like ``batch`` examples of this data as the tokenizer sees them (``modality.example_shape``)."""
+    return torch.zeros(batch, *cfg.modality.example_shape, dtype=getattr(torch, cfg.modality.example_dtype))
+
+
+def tokenizer_latent_shape(cfg: DictConfig, model: VQVAE) -> list[int]:
+    """The latent shape ``[D, *spatial]`` of one example (a dry run of encoder and decoder on zeros),
+    or one line when the decoder cannot give an example back at its own size."""
+    example = example_batch(cfg)
+    try:
+        with torch.no_grad():
+            latents = model.encode(example)
+            output = model.decode(latents)
+    except RuntimeError as err:
+        raise UserError(f"the vqvae={cfg.vqvae.size} tokenizer cannot take data={cfg.data.name} examples of shape {list(example.shape[1:])}: {one_line(err, 200)}") from None
+    ndim = model.encoder.spatial_ndim
+    if output.shape[-ndim:] != example.shape[-ndim:]:
+        raise UserError(
+            f"data={cfg.data.name} examples of length {list(example.shape[-ndim:])} come back from the tokenizer as {list(output.shape[-ndim:])}: "
+            f"make them divisible by its downsampling x{model.encoder.downsample_factor}"
+        )
+    return list(latents.shape[1:])
 
 
 def stage_dir(cfg: DictConfig, stage: str) -> Path:

@@ -25,8 +25,8 @@ def load_matching_tokenizer(cfg: DictConfig, path: Path) -> VQVAE:
     """The tokenizer at ``path``, refused with one line when it was made for other data shapes."""
     tokenizer = load_tokenizer(path)
     meta = tokenizer.tokenizer_metadata
-    expected = {"modality": cfg.data.modality, "channels": cfg.data.channels, "size": cfg.data.size}
-    found = {key: meta.get(key) for key in expected}
+    expected = {"modality": cfg.data.modality, "example_shape": list(cfg.modality.example_shape)}
+    found = {"modality": meta.get("modality"), "example_shape": meta.get("example_shape") or [meta.get("channels"), meta.get("size"), meta.get("size")]}
     if found != expected:
         raise UserError(f"tokenizer {path} was trained for {found}, but data={cfg.data.name} is {expected}; pass a matching tokenizer_ckpt=")
     return tokenizer
@@ -53,12 +53,12 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
     run_dir, ckpt_path, wandb_id = start_run(cfg)
     latents = LatentDataModule(
         instantiate(cfg.data), tokenizer_path, Path(cfg.paths.output_dir).resolve() / cfg.data.name / "latents",
-        batch_size=cfg.data.batch_size, hflip=cfg.data.hflip, num_workers=cfg.data.num_workers,
+        batch_size=cfg.data.batch_size, hflip=bool(cfg.data.get("hflip", False)), num_workers=cfg.data.num_workers,
     )
     module = build_module(cfg, tokenizer)
     loggers = build_loggers(cfg, run_dir, wandb_id)
     grid = SampleGrid(
-        tokenizer, run_dir.samples, cfg.stage.grid_every_n_steps, cfg.stage.grid_per_class, cfg.stage.grid_steps,
+        instantiate(cfg.modality.media), tokenizer, run_dir.samples, cfg.stage.grid_every_n_steps, cfg.stage.grid_per_class, cfg.stage.grid_steps,
         cfg.sample.sampler, cfg.sample.cfg_scale, cfg.seed,
     )
     checkpoints = ModelCheckpoint(dirpath=str(run_dir.checkpoints), filename="step-{step}", save_last=True, save_top_k=1, monitor="val/loss", auto_insert_metric_name=False)

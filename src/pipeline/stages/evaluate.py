@@ -50,7 +50,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[:num]
         real_train = train.images[chosen]
         sample_start = time.perf_counter()
-        fake = torch.from_numpy(to_uint8(generator.images(labels, num, cfg, cfg.seed)))
+        fake = torch.from_numpy(to_uint8(generator.samples(labels, num, cfg, cfg.seed)))
         sample_seconds = time.perf_counter() - sample_start
         fid, fid_note = true_fid(real, fake, cfg.eval.inception_weights)
         scores = {

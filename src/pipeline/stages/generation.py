@@ -22,8 +22,8 @@ class Generator:
     tokenizer_path: Path
     device: torch.device
 
-    def images(self, labels: torch.Tensor | None, num: int, cfg: DictConfig, seed: int) -> torch.Tensor:
-        """``num`` images in [-1, 1] with the ``sample.*`` settings; the same seed gives the same images."""
+    def samples(self, labels: torch.Tensor | None, num: int, cfg: DictConfig, seed: int) -> torch.Tensor:
+        """``num`` decoder outputs (images or audio in [-1, 1], byte logits) with the ``sample.*`` settings; the same seed gives the same samples."""
         return generate(
             self.dit.model, self.dit.objective, self.tokenizer, self.dit.mean.to(self.device), self.dit.std.to(self.device), labels, num,
             cfg.sample.steps, cfg.sample.sampler, cfg.sample.cfg_scale, torch.Generator().manual_seed(seed), cfg.sample.batch_size,

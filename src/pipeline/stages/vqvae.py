@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from pipeline.callbacks import ReconstructionGrid
 from pipeline.rundir import RunDir
 from pipeline.stages.common import (
-    build_loggers, build_trainer, check_config, downsample_factor, fit_and_validate, record_start, scalar_metrics, start_run, tracked,
+    build_loggers, build_trainer, check_config, fit_and_validate, record_start, scalar_metrics, start_run, tokenizer_latent_shape, tracked,
     wandb_run_path,
 )
 from pipeline.tokenizer import VQVAE, save_tokenizer
@@ -22,11 +22,12 @@ def train_vqvae(cfg: DictConfig) -> dict[str, Any]:
     """Train the tokenizer; returns final metrics and where everything went."""
     check_config(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model: VQVAE = instantiate(cfg.vqvae)
+    latent_shape = tokenizer_latent_shape(cfg, model)  # refuses shapes the tokenizer cannot take before any file is written
     run_dir, ckpt_path, wandb_id = start_run(cfg)
     datamodule = instantiate(cfg.data)
-    model: VQVAE = instantiate(cfg.vqvae)
     loggers = build_loggers(cfg, run_dir, wandb_id)
-    grid = ReconstructionGrid(run_dir.samples, cfg.stage.grid_images)
+    grid = ReconstructionGrid(instantiate(cfg.modality.media), run_dir.samples, cfg.stage.grid_examples)
     checkpoints = ModelCheckpoint(
         dirpath=str(run_dir.checkpoints), filename="best-{step}", monitor="val/rec_loss", mode="min", save_last=True, save_top_k=1,
         auto_insert_metric_name=False,
@@ -39,17 +40,19 @@ def train_vqvae(cfg: DictConfig) -> dict[str, Any]:
         metrics = scalar_metrics(trainer.callback_metrics)
         trainer.test(model, datamodule=datamodule, verbose=False)
         metrics.update(scalar_metrics(trainer.callback_metrics))
-        result = _finish(cfg, trainer, model, datamodule, run_dir, grid, metrics)
+        result = _finish(cfg, trainer, model, datamodule, run_dir, grid, metrics, latent_shape)
     return result
 
 
-def _finish(cfg: DictConfig, trainer: L.Trainer, model: VQVAE, datamodule: Any, run_dir: RunDir, grid: ReconstructionGrid, metrics: dict[str, float]) -> dict[str, Any]:
+def _finish(
+    cfg: DictConfig, trainer: L.Trainer, model: VQVAE, datamodule: Any, run_dir: RunDir, grid: ReconstructionGrid, metrics: dict[str, float],
+    latent_shape: list[int],
+) -> dict[str, Any]:
     tokenizer_path = run_dir.path / "tokenizer.pt"
     if trainer.is_global_zero:
-        latent = cfg.data.size // downsample_factor(cfg)
         save_tokenizer(model, tokenizer_path, {
-            "data": cfg.data.name, "modality": cfg.modality.name, "channels": cfg.data.channels, "size": cfg.data.size,
-            "latent_shape": [cfg.vqvae.encoder.latent_dim, latent, latent], "num_classes": cfg.data.num_classes,
+            "data": cfg.data.name, "modality": cfg.modality.name, "example_shape": list(cfg.modality.example_shape),
+            "latent_shape": latent_shape, "num_classes": cfg.data.num_classes,
             "size_preset": cfg.vqvae.size, "run_name": run_dir.path.name, "step": trainer.global_step,
         })
         run_dir.update(

@@ -1,0 +1,100 @@
+"""Audio and text through the real CLI: stage one, stage two and sampling on data the run makes itself."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from conftest import run_cli
+from pipeline.tokenizer import load_tokenizer
+
+SMALL = {
+    "audio": ("data=synthetic_audio", "data.synthetic_per_class=8", "data.val_size=16", "data.test_size=16", "data.clip_length=1024"),
+    "text": ("data=synthetic_text", "data.synthetic_documents=120", "data.val_size=20", "data.test_size=20", "data.seq_length=64"),
+}
+
+
+@dataclass
+class ModalityRuns:
+    modality: str
+    root: Path
+    vqvae: Path
+    dit: Path
+    sample: Path
+
+
+def _run(root: Path, modality: str, stage: str, *extra: str) -> Path:
+    result = run_cli(f"stage={stage}", f"paths.root={root}", *SMALL[modality], *extra, cwd=root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = SMALL[modality][0].removeprefix("data=")
+    (run,) = [p for p in (root / "outputs" / data / stage).iterdir() if p.name != "latest" and p.is_dir()]
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    return run
+
+
+@pytest.fixture(scope="module", params=["audio", "text"])
+def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ModalityRuns:
+    modality = request.param
+    root = tmp_path_factory.mktemp(modality)
+    vqvae = _run(root, modality, "vqvae", "debug=fast", "trainer.max_steps=6", "trainer.val_check_interval=3")
+    dit = _run(root, modality, "dit", "debug=fast", "data.batch_size=16", "trainer.max_steps=4", "trainer.val_check_interval=2", "stage.grid_steps=2")
+    sample = _run(root, modality, "sample", "sample.num=12", "sample.steps=2")
+    return ModalityRuns(modality, root, vqvae, dit, sample)
+
+
+def test_stage_one_logs_the_modality_metrics_and_writes_its_media(runs: ModalityRuns) -> None:
+    record = json.loads((runs.vqvae / "run.json").read_text())
+    assert record["modality"] == runs.modality
+    expected = {"audio": {"val/si_sdr", "val/mel_l1", "test/si_sdr"}, "text": {"val/byte_accuracy", "test/byte_accuracy"}}[runs.modality]
+    assert expected | {"val/codebook_usage", "val/perplexity"} <= set(record["metrics"])
+    assert all(np.isfinite(record["metrics"][key]) for key in expected)
+    if runs.modality == "audio":
+        assert (runs.vqvae / "samples" / "recon_step000006.png").is_file()
+        clip, rate = soundfile.read(runs.vqvae / "samples" / "recon_step000006" / "reconstruction_000.wav")
+        assert rate == 8000 and clip.shape == (1024,)
+    else:
+        text = (runs.vqvae / "samples" / "recon_step000006.txt").read_text(encoding="utf-8")
+        assert text.startswith("## original") and "## reconstruction" in text
+
+
+def test_tokenizer_file_describes_a_1d_latent_sequence(runs: ModalityRuns) -> None:
+    tokenizer = load_tokenizer(runs.vqvae / "tokenizer.pt")
+    meta = tokenizer.tokenizer_metadata
+    length = {"audio": 1024 // 32, "text": 64 // 2}[runs.modality]
+    assert meta["modality"] == runs.modality and meta["latent_shape"] == [8, length]
+    example = torch.zeros(2, 1, 1024) if runs.modality == "audio" else torch.full((2, 64), 65, dtype=torch.long)
+    quantized = tokenizer.quantize(tokenizer.encode(example))
+    assert quantized.indices.shape == (2, length)
+    assert torch.allclose(tokenizer.decode_indices(quantized.indices), tokenizer.decode(quantized.quantized), atol=1e-5)
+
+
+def test_stage_two_trains_a_dit_on_the_latent_sequence(runs: ModalityRuns) -> None:
+    record = json.loads((runs.dit / "run.json").read_text())
+    cache = Path(record["latent_cache"])
+    length = {"audio": 32, "text": 32}[runs.modality]
+    assert np.load(cache / "train_latents.npy", mmap_mode="r").shape[1:] == (1, 8, length)
+    suffix = {"audio": ".png", "text": ".txt"}[runs.modality]
+    assert (runs.dit / "samples" / f"step000004{suffix}").is_file() and (runs.dit / "dit.pt").is_file()
+
+
+def test_samples_are_readable_files(runs: ModalityRuns) -> None:
+    with np.load(runs.sample / "samples.npz") as samples:
+        arrays = dict(samples)
+    if runs.modality == "audio":
+        assert arrays["audio"].shape == (12, 1024) and arrays["audio"].dtype == np.float32 and int(arrays["sample_rate"]) == 8000
+        assert arrays["labels"].dtype == np.int64 and sorted(arrays["labels"].tolist()) == arrays["labels"].tolist()
+        wavs = sorted((runs.sample / "samples").glob("*.wav"))
+        assert len(wavs) == 12 and (runs.sample / "samples.png").is_file()
+        clip, rate = soundfile.read(wavs[0], dtype="float32")
+        assert rate == 8000 and clip.shape == (1024,) and np.abs(clip - arrays["audio"][0]).max() < 1e-4  # 16-bit PCM
+    else:
+        assert arrays["bytes"].shape == (12, 64) and arrays["bytes"].dtype == np.uint8 and "labels" not in arrays  # text is unconditional
+        text = (runs.sample / "samples.txt").read_text(encoding="utf-8")
+        assert text.startswith("## samples 0-7") and "## samples 8-11" in text
+    assert list((runs.sample / "wandb").glob("offline-run-*/run-*.wandb"))
