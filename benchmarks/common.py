@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from pipeline.config import config_dir, register_resolvers
-from pipeline.stages.common import downsample_factor
+from pipeline.stages.common import tokenizer_latent_shape
 from pipeline.tokenizer import VQVAE
 
 
@@ -47,7 +47,6 @@ def default_tokenizer(cfg: DictConfig, seed: int) -> VQVAE:
     return instantiate(cfg.vqvae).eval().requires_grad_(False)
 
 
-def latent_shape(cfg: DictConfig) -> tuple[int, int, int]:
-    """Channels, height and width of the configured tokenizer's latents for the configured data."""
-    factor = downsample_factor(cfg)
-    return int(cfg.vqvae.encoder.latent_dim), int(cfg.data.size) // factor, int(cfg.data.size) // factor
+def latent_shape(cfg: DictConfig) -> tuple[int, ...]:
+    """The configured tokenizer's latent shape for the configured data (channels, then height and width for images)."""
+    return tuple(tokenizer_latent_shape(cfg, instantiate(cfg.vqvae)))

@@ -67,7 +67,7 @@ def test_a_contradictory_modality_is_refused(modality: str, tmp_path: Path) -> N
 def test_a_size_the_tokenizer_cannot_take_is_refused(tmp_path: Path) -> None:
     for overrides, message in (
         (["data=synthetic_image", "data.size=30"], r"examples of length \[30, 30\] come back from the tokenizer as \[28, 28\]"),
-        (["data=synthetic_audio", "data.clip_length=1000"], r"examples of length \[1000\] come back .* downsampling x32"),
+        (["data=synthetic_audio", "data.clip_length=1000"], r"examples of length \[1000\] come back .* downsampling x64"),
         (["data=synthetic_text", "data.seq_length=127"], r"examples of length \[127\] come back .* downsampling x2"),
     ):
         cfg = compose_config(*overrides, root=tmp_path)
@@ -148,3 +148,17 @@ def test_objectives_and_the_training_module_instantiate(objective: str, name: st
     module = instantiate(cfg.diffusion, model=model, objective=instantiate(cfg.objective), latent_mean=torch.zeros(16), latent_std=torch.ones(16))
     assert module.objective.name == name and module.hparams.ema_decay == cfg.diffusion.ema_decay
     assert isinstance(module.optimizer_factory(params=model.parameters()), torch.optim.AdamW)
+
+
+def test_a_stage_tuned_for_one_data_set_and_debug_still_wins(tmp_path: Path) -> None:
+    assert compose_config("stage=dit", "data=spoken_digits", root=tmp_path).trainer.max_steps == 1300  # conf/stage_data/dit_spoken_digits.yaml
+    assert compose_config("stage=dit", "data=mnist", root=tmp_path).trainer.max_steps == 1500  # no specialisation: the stage's budget
+    assert compose_config("stage=vqvae", "data=spoken_digits", root=tmp_path).trainer.max_steps == 1000
+    assert compose_config("stage=dit", "data=fortunes", "debug=fast", root=tmp_path).trainer.max_steps == 20
+
+
+def test_an_experiment_picks_the_networks_of_its_data_modality(tmp_path: Path) -> None:
+    cfg = compose_config("experiment=mnist_tokenizer", "modality=image", root=tmp_path)
+    assert cfg.vqvae.encoder._target_ == "pipeline.tokenizer.ImageEncoder" and cfg.data.name == "mnist"
+    audio = compose_config("data=spoken_digits", "vqvae=base", root=tmp_path)
+    assert audio.vqvae.encoder._target_ == "pipeline.tokenizer.AudioEncoder" and audio.vqvae.encoder.channels == [32, 64, 128, 256]

@@ -11,11 +11,13 @@ import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from pipeline.data import ImageTensorDataset
+from pipeline.data import AudioTensorDataset, ImageTensorDataset
+from pipeline.data.audio import make_synthetic_audio
 from pipeline.data.synthetic import make_synthetic_images
 from pipeline.errors import UserError
 from pipeline.evaluation import (
@@ -68,9 +70,8 @@ def test_shapes_and_config(channels: int, size: int) -> None:
     assert model.features(x).shape == (5, 24)
     assert model(x).shape == (5, 7)
     assert model.num_features == 24
-    assert model.config == {"in_channels": channels, "num_classes": 7, "width": 8, "num_features": 24}
-    images = torch.randint(0, 256, (5, channels, size, size), dtype=torch.uint8)
-    assert ClassifierFeatures(model)(images).shape == (5, 24)
+    assert model.config == {"in_channels": channels, "num_classes": 7, "width": 8, "num_features": 24, "frontend": "image", "sample_rate": None}
+    assert ClassifierFeatures(model)(x).shape == (5, 24)
 
 
 def test_training_reaches_high_accuracy(trained: tuple[ReferenceClassifier, dict], data) -> None:
@@ -181,7 +182,7 @@ def test_features_stay_in_eval_mode(trained) -> None:
     features = ClassifierFeatures(model)
     parent = nn.Sequential(features).train()
     assert not features.training and not model.training
-    images = torch.randint(0, 256, (8, 1, 16, 16), dtype=torch.uint8)
+    images = torch.rand(8, 1, 16, 16) * 2 - 1
     before = model.body[0][1].running_mean.clone()
     out = features(images)
     assert out.shape == (8, model.num_features) and features.num_features == model.num_features
@@ -192,12 +193,12 @@ def test_features_stay_in_eval_mode(trained) -> None:
 
 def test_classifier_frechet_distance(trained, data) -> None:
     model, _ = trained
-    real = data[0].images
+    real = data[0].inputs(slice(None))
     same = classifier_frechet_distance(model, real, real)
-    fresh = classifier_frechet_distance(model, real, shapes(per_class=30, seed=2).images)  # same distribution and count
+    fresh = classifier_frechet_distance(model, real, shapes(per_class=30, seed=2).inputs(slice(None)))  # same distribution and count
     shifted = classifier_frechet_distance(model, real, real.roll(4, dims=-1))
     noise = torch.randn(real.shape, generator=torch.Generator().manual_seed(0))
-    noised = [(real.float() + s * noise).clamp(0, 255).to(torch.uint8) for s in (30, 90)]
+    noised = [(real + s / 127.5 * noise).clamp(-1, 1) for s in (30, 90)]
     mild, strong = (classifier_frechet_distance(model, real, x) for x in noised)
     assert abs(same) < 1e-3 * fresh
     assert fresh < shifted and fresh < mild < strong
@@ -208,9 +209,9 @@ def test_classifier_frechet_distance(trained, data) -> None:
 def test_conditional_accuracy(trained, data) -> None:
     model, _ = trained
     train = data[0]
-    assert conditional_accuracy(model, train.images, train.labels) == 1.0
+    assert conditional_accuracy(model, train.inputs(slice(None)), train.labels) == 1.0
     shuffled = train.labels[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))]
-    assert conditional_accuracy(model, train.images, shuffled, batch_size=64) < 0.25  # chance is 0.1
+    assert conditional_accuracy(model, train.inputs(slice(None)), shuffled, batch_size=64) < 0.25  # chance is 0.1
 
 
 def test_true_fid_skips_without_weights(tmp_path: Path) -> None:
@@ -228,3 +229,26 @@ def test_true_fid_skips_without_torch_fidelity(tmp_path: Path) -> None:
     images = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
     fid, why = true_fid(images, images, weights)
     assert fid is None and "torch-fidelity is not installed" in why and "not found" not in why
+
+
+def tones(per_class: int, seed: int) -> AudioTensorDataset:
+    clips, labels = make_synthetic_audio(8000, 2048, per_class, seed).splits["train"]
+    return AudioTensorDataset(torch.from_numpy(np.stack(clips))[:, None], torch.from_numpy(labels))
+
+
+def test_the_log_mel_classifier_learns_audio_classes_and_reloads(tmp_path: Path) -> None:
+    train, test = tones(per_class=40, seed=0), tones(per_class=8, seed=1)
+    model, record = load_or_train_classifier(tmp_path, train, test, num_classes=10, fingerprint="tones", epochs=12, seed=0, frontend="logmel", sample_rate=8000)
+    assert record["test_accuracy"] >= 0.8 and record["cached"] is False, record
+    assert model.config["frontend"] == "logmel" and model.features(test.inputs(slice(0, 3))).shape == (3, model.num_features)
+    again, record = load_or_train_classifier(tmp_path, train, test, num_classes=10, fingerprint="tones", epochs=12, seed=0, frontend="logmel", sample_rate=8000)
+    assert record["cached"] is True and conditional_accuracy(again, test.inputs(slice(None)), test.labels) == pytest.approx(record["test_accuracy"])
+    _, record = load_or_train_classifier(tmp_path, train, test, num_classes=10, fingerprint="tones", epochs=12, seed=0, frontend="logmel", sample_rate=16000)
+    assert record["cached"] is False  # another sample rate is another classifier
+
+
+def test_a_frontend_needs_its_sample_rate() -> None:
+    with pytest.raises(ValueError, match="frontend"):
+        ReferenceClassifier(1, 10, frontend="logmel")
+    with pytest.raises(ValueError, match="frontend"):
+        ReferenceClassifier(1, 10, frontend="spectrogram", sample_rate=8000)

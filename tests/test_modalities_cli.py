@@ -66,19 +66,19 @@ def test_stage_one_logs_the_modality_metrics_and_writes_its_media(runs: Modality
 def test_tokenizer_file_describes_a_1d_latent_sequence(runs: ModalityRuns) -> None:
     tokenizer = load_tokenizer(runs.vqvae / "tokenizer.pt")
     meta = tokenizer.tokenizer_metadata
-    length = {"audio": 1024 // 32, "text": 64 // 2}[runs.modality]
-    assert meta["modality"] == runs.modality and meta["latent_shape"] == [8, length]
+    dim, length = {"audio": (16, 1024 // 64), "text": (8, 64 // 2)}[runs.modality]  # vqvae=small: audio x64 to 16 channels, text x2 to 8
+    assert meta["modality"] == runs.modality and meta["latent_shape"] == [dim, length]
     example = torch.zeros(2, 1, 1024) if runs.modality == "audio" else torch.full((2, 64), 65, dtype=torch.long)
     quantized = tokenizer.quantize(tokenizer.encode(example))
-    assert quantized.indices.shape == (2, length)
+    assert quantized.indices.shape[:2] == (2, length)
     assert torch.allclose(tokenizer.decode_indices(quantized.indices), tokenizer.decode(quantized.quantized), atol=1e-5)
 
 
 def test_stage_two_trains_a_dit_on_the_latent_sequence(runs: ModalityRuns) -> None:
     record = json.loads((runs.dit / "run.json").read_text())
     cache = Path(record["latent_cache"])
-    length = {"audio": 32, "text": 32}[runs.modality]
-    assert np.load(cache / "train_latents.npy", mmap_mode="r").shape[1:] == (1, 8, length)
+    shape = {"audio": (1, 16, 16), "text": (1, 8, 32)}[runs.modality]
+    assert np.load(cache / "train_latents.npy", mmap_mode="r").shape[1:] == shape
     suffix = {"audio": ".png", "text": ".txt"}[runs.modality]
     assert (runs.dit / "samples" / f"step000004{suffix}").is_file() and (runs.dit / "dit.pt").is_file()
 
@@ -98,3 +98,24 @@ def test_samples_are_readable_files(runs: ModalityRuns) -> None:
         text = (runs.sample / "samples.txt").read_text(encoding="utf-8")
         assert text.startswith("## samples 0-7") and "## samples 8-11" in text
     assert list((runs.sample / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def test_eval_scores_generated_examples_beside_real_and_reconstructed_ones(runs: ModalityRuns) -> None:
+    common = ("stage=eval", f"paths.root={runs.root}", *SMALL[runs.modality], "eval.num_samples=12", "eval.classifier_epochs=1", "sample.steps=2", "logger=csv")
+    result = run_cli(*common, cwd=runs.root)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = SMALL[runs.modality][0].removeprefix("data=")
+    report = json.loads((runs.root / "outputs" / data / "eval" / "latest" / "eval.json").read_text())
+    assert report["num_samples"] == 12
+    if runs.modality == "audio":
+        keys = ["eval/cond_accuracy", "eval/fd_classifier", "eval/fd_classifier_real_vs_real", "eval/fd_classifier_recon_vs_real",
+                "eval/classifier_test_accuracy", "eval/classifier_recon_accuracy"]
+        assert 0.0 <= report["eval/cond_accuracy"] <= 1.0
+        assert list((runs.root / "outputs" / data / "classifier").glob("*/classifier.pt"))
+    else:
+        keys = ["eval/bits_per_byte", "eval/bits_per_byte_real", "eval/bits_per_byte_recon", "eval/bits_per_byte_ratio",
+                "eval/vocab_share", "eval/vocab_share_real", "eval/distinct_4", "eval/distinct_4_real"]
+        assert 0.0 < report["eval/bits_per_byte_real"] < report["eval/bits_per_byte"] <= 8.5  # 20 steps of training: worse than real text
+        assert report["eval/vocab_share_real"] == 1.0  # held-out template sentences use only train words
+        assert report["ngram_order"] == 5 and report["vocabulary_size"] > 20
+    assert all(np.isfinite(report[key]) for key in keys), report

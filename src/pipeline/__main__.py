@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import config_dir, register_resolvers
+from pipeline.data.folder import modality_override
 from pipeline.errors import UserError
 
 CONFIG_DIR = config_dir()
@@ -65,6 +66,10 @@ def print_summary(results: dict) -> None:
 
 def main() -> None:
     register_resolvers()
+    detected = modality_override(sys.argv[1:])
+    if detected:
+        print(f"data=folder: {detected} detected from the files at data.path (pass modality= to choose another)", file=sys.stderr)
+        sys.argv.append(detected)
     # Let composition errors reach us as exceptions instead of Hydra's paragraph + exit 1.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:

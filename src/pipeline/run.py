@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig
 
 from pipeline.errors import UserError
+from pipeline.stages.common import check_config
 
 # stage name -> "module:function", imported only when that stage runs
 STAGES: dict[str, str] = {
@@ -41,6 +42,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     name = cfg.stage.name
     if name not in STAGES:
         raise UserError(f"stage={name} is not available; valid: {', '.join(STAGES)}")
+    check_config(cfg)
     torch.set_float32_matmul_precision("high")
     module, function = STAGES[name].split(":")
     return getattr(importlib.import_module(module), function)(cfg)

@@ -18,7 +18,7 @@ def class_labels(num: int, num_classes: int) -> torch.Tensor | None:
 
 
 def decode_latents(tokenizer: VQVAE, latents: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Normalized latents -> de-normalized -> nearest codes -> the tokenizer's decoder (data in [-1, 1])."""
+    """Normalized latents -> de-normalized -> nearest codes -> the tokenizer's decoder output."""
     shape = (1, -1) + (1,) * (latents.ndim - 2)
     z = latents * std.to(latents).view(shape) + mean.to(latents).view(shape)
     return tokenizer.decode(tokenizer.quantize(z).quantized)
@@ -64,7 +64,7 @@ def generate(
     generator: torch.Generator | None = None,
     batch_size: int = 256,
 ) -> torch.Tensor:
-    """``num`` decoded samples in [-1, 1] (images ``(N, C, H, W)``)."""
+    """``num`` decoder outputs: images ``(N, C, H, W)`` or audio ``(N, 1, T)`` in [-1, 1], byte logits ``(N, 256, L)`` for text."""
     latents = sample_latents(model, objective, labels, num, steps, sampler, cfg_scale, generator, batch_size)
     device = next(tokenizer.parameters()).device
     return torch.cat([decode_latents(tokenizer, chunk.to(device), mean, std) for chunk in latents.split(batch_size)])

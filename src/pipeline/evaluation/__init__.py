@@ -1,4 +1,4 @@
-"""Evaluation: a reference classifier per data set, classifier Frechet distance, conditional accuracy, true FID."""
+"""Evaluation: reference classifiers (images, log-mel audio), Frechet distances, text statistics, one evaluator per modality."""
 
 from pipeline.evaluation.classifier import (
     ReferenceClassifier,
@@ -8,16 +8,25 @@ from pipeline.evaluation.classifier import (
     save_classifier,
     train_classifier,
 )
+from pipeline.evaluation.evaluators import ClassifierEvaluation, Evaluator, ImageEvaluation, TextEvaluation
 from pipeline.evaluation.frechet import ClassifierFeatures, classifier_frechet_distance, true_fid
+from pipeline.evaluation.text import ByteNgramModel, distinct_ngrams, vocabulary_share
 
 __all__ = [
+    "ByteNgramModel",
+    "ClassifierEvaluation",
     "ClassifierFeatures",
+    "Evaluator",
+    "ImageEvaluation",
     "ReferenceClassifier",
+    "TextEvaluation",
     "classifier_frechet_distance",
     "conditional_accuracy",
+    "distinct_ngrams",
     "load_classifier",
     "load_or_train_classifier",
     "save_classifier",
     "train_classifier",
     "true_fid",
+    "vocabulary_share",
 ]

@@ -1,8 +1,10 @@
 """A small reference classifier, trained once per data set on its real train split.
 
 Its penultimate features feed the classifier Frechet distance and its predictions score
-class-conditional samples. ``classifier.pt`` holds plain tensors and a plain-dict config, so it
-loads with ``weights_only=True``.
+class-conditional samples. It takes examples as the data modules serve them (floats in [-1, 1]):
+images directly, audio clips through a log-mel front end (``frontend="logmel"``), so one conv
+net serves both. ``classifier.pt`` holds plain tensors and a plain-dict config, so it loads with
+``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.data.image import ImageTensorDataset
 from pipeline.errors import UserError, one_line
 from pipeline.fileio import atomic_write, write_json
+from pipeline.logmel import LogMel
 
 FORMAT = "pipeline.classifier/1"
 log = logging.getLogger("pipeline.evaluation")
+
+
+FRONTENDS = ("image", "logmel")
+MAX_TIME_SHIFT = 0.1  # audio augmentation: clips move by up to this share of their length
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -30,35 +36,54 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 127.5 - 1.0
 
 
-def _block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+def _block(c_in: int, c_out: int, dims: int) -> nn.Sequential:
+    conv, norm = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv1d, nn.BatchNorm1d)
+    return nn.Sequential(conv(c_in, c_out, 3, padding=1, bias=False), norm(c_out), nn.ReLU(inplace=True))
 
 
 class ReferenceClassifier(nn.Module):
     """Conv blocks of width, 2*width and twice 4*width with two 2x poolings, global average pool, an MLP head.
 
-    Works for any input of at least 8x8 pixels; inputs are float images in [-1, 1].
+    ``frontend="image"``: inputs are float images ``(B, C, H, W)`` in [-1, 1], at least 8x8; 2-D convs.
+    ``frontend="logmel"``: inputs are clips ``(B, 1, T)`` in [-1, 1], seen as log-mel spectrograms
+    (64 mels, hop 128 at ``sample_rate``) whose mel bands are the channels of 1-D convs over time:
+    a 2-D conv with global pooling cannot tell one pitch from another, a band-as-channel conv can.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, width: int = 32, num_features: int = 128) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, width: int = 32, num_features: int = 128, frontend: str = "image", sample_rate: int | None = None,
+    ) -> None:
         super().__init__()
-        self.config = dict(in_channels=in_channels, num_classes=num_classes, width=width, num_features=num_features)
+        if frontend not in FRONTENDS or (frontend == "logmel") != (sample_rate is not None):
+            raise ValueError(f"frontend must be one of {FRONTENDS}, with sample_rate exactly for logmel (got {frontend!r}, {sample_rate})")
+        self.config = dict(in_channels=in_channels, num_classes=num_classes, width=width, num_features=num_features, frontend=frontend, sample_rate=sample_rate)
         self.num_features = num_features
+        self.log_mel = LogMel(sample_rate) if sample_rate is not None else None
+        dims, bands = (1, self.log_mel.filters.shape[0]) if self.log_mel is not None else (2, in_channels)
+        pool, global_pool = (nn.MaxPool2d, nn.AdaptiveAvgPool2d) if dims == 2 else (nn.MaxPool1d, nn.AdaptiveAvgPool1d)
         self.body = nn.Sequential(
-            _block(in_channels, width), nn.MaxPool2d(2),  # (B, w, H/2, W/2)
-            _block(width, 2 * width), nn.MaxPool2d(2),  # (B, 2w, H/4, W/4)
-            _block(2 * width, 4 * width), _block(4 * width, 4 * width),  # the second block lifts MNIST from ~94% to ~98%
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),  # (B, 4w)
+            _block(bands, width, dims), pool(2),  # (B, w, H/2, W/2) or (B, w, frames/2)
+            _block(width, 2 * width, dims), pool(2),  # (B, 2w, H/4, W/4)
+            _block(2 * width, 4 * width, dims), _block(4 * width, 4 * width, dims),  # the second block lifts MNIST from ~94% to ~98%
+            global_pool(1), nn.Flatten(),  # (B, 4w)
             nn.Linear(4 * width, num_features), nn.ReLU(inplace=True),
         )
         self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(num_features, num_classes))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features ``(B, num_features)``."""
-        return self.body(x)
+        return self.body(self.log_mel(x) if self.log_mel is not None else x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))  # (B, num_classes) logits
+        return self.head(self.features(x))  # (B, num_classes) logits
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """Training-time jitter: images shift by up to 2 pixels, clips by up to a tenth of their length (circularly)."""
+        if self.log_mel is None:
+            return random_shift(x)
+        limit = int(x.shape[-1] * MAX_TIME_SHIFT)
+        shifts = torch.randint(-limit, limit + 1, (len(x),)).tolist()
+        return torch.stack([clip.roll(shift, dims=-1) for clip, shift in zip(x, shifts)])
 
 
 def random_shift(x: torch.Tensor, pad: int = 2) -> torch.Tensor:
@@ -70,22 +95,23 @@ def random_shift(x: torch.Tensor, pad: int = 2) -> torch.Tensor:
 
 
 def train_classifier(
-    train: ImageTensorDataset, test: ImageTensorDataset, num_classes: int,
-    epochs: int = 4, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
+    train: Any, test: Any, num_classes: int, epochs: int = 4, batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
+    frontend: str = "image", sample_rate: int | None = None,
 ) -> tuple[ReferenceClassifier, dict[str, Any]]:
-    """Train on ``train``, score on ``test``; the same seed gives the same weights. Returns a frozen model."""
+    """Train on ``train``, score on ``test`` (datasets with ``inputs(index)`` and ``labels``); the same
+    seed gives the same weights. Returns a frozen model."""
     start = time.perf_counter()
     batch_size = min(batch_size, len(train))
     steps = len(train) // batch_size  # drop the ragged tail: BatchNorm needs more than one image
     with torch.random.fork_rng(devices=[]):  # seeds init, shuffling, shifts and dropout without touching the caller's RNG
         torch.manual_seed(seed)
-        model = ReferenceClassifier(train.images.shape[1], num_classes)
+        model = ReferenceClassifier(train.inputs(slice(0, 1)).shape[1], num_classes, frontend=frontend, sample_rate=sample_rate)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps)
         for _ in range(epochs):
             order = torch.randperm(len(train))[: steps * batch_size].view(steps, batch_size)
             for index in order:
-                x = random_shift(to_unit(train.images[index]))
+                x = model.augment(train.inputs(index))
                 loss = F.cross_entropy(model(x), train.labels[index])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -93,7 +119,7 @@ def train_classifier(
                 schedule.step()
     model.eval().requires_grad_(False)
     record = {
-        "test_accuracy": conditional_accuracy(model, test.images, test.labels),
+        "test_accuracy": conditional_accuracy(model, test.inputs(slice(None)), test.labels),
         "train_examples": len(train), "test_examples": len(test), "epochs": epochs, "seed": seed,
         "seconds": round(time.perf_counter() - start, 2),
     }
@@ -101,13 +127,13 @@ def train_classifier(
 
 
 @torch.no_grad()
-def conditional_accuracy(classifier: ReferenceClassifier, images_uint8: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
-    """Share of images the classifier assigns to ``labels`` (how well samples follow their condition)."""
+def conditional_accuracy(classifier: ReferenceClassifier, examples: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
+    """Share of examples (floats in [-1, 1]) the classifier assigns to ``labels`` (how well samples follow their condition)."""
     device = next(classifier.parameters()).device
     classifier.eval()
     correct = sum(
-        (classifier(to_unit(x.to(device))).argmax(1) == y.to(device)).sum().item()
-        for x, y in zip(images_uint8.split(batch_size), labels.split(batch_size))
+        (classifier(x.to(device)).argmax(1) == y.to(device)).sum().item()
+        for x, y in zip(examples.split(batch_size), labels.split(batch_size))
     )
     return correct / len(labels)
 
@@ -144,8 +170,8 @@ def load_classifier(path: str | Path) -> tuple[ReferenceClassifier, dict[str, An
 
 
 def load_or_train_classifier(
-    cache_dir: Path, train: ImageTensorDataset, test: ImageTensorDataset, num_classes: int,
-    fingerprint: str, epochs: int = 4, seed: int = 0,
+    cache_dir: Path, train: Any, test: Any, num_classes: int, fingerprint: str, epochs: int = 4, seed: int = 0,
+    frontend: str = "image", sample_rate: int | None = None,
 ) -> tuple[ReferenceClassifier, dict[str, Any]]:
     """The classifier cached under ``cache_dir/fingerprint/``, trained and cached there first if need be.
 
@@ -153,7 +179,10 @@ def load_or_train_classifier(
     trained for other channels, classes, epochs or seed is trained again and replaced.
     """
     path = Path(cache_dir) / fingerprint / "classifier.pt"
-    wanted = {"in_channels": train.images.shape[1], "num_classes": num_classes, "epochs": epochs, "seed": seed}
+    wanted = {
+        "in_channels": train.inputs(slice(0, 1)).shape[1], "num_classes": num_classes, "epochs": epochs, "seed": seed,
+        "frontend": frontend, "sample_rate": sample_rate,
+    }
     if path.is_file():
         try:
             model, record = load_classifier(path)
@@ -164,7 +193,7 @@ def load_or_train_classifier(
             log.info("reference classifier: %s was trained with other settings; training again", path)
         except UserError as err:
             log.warning("reference classifier: %s; training again", err)
-    model, record = train_classifier(train, test, num_classes, epochs=epochs, seed=seed)
+    model, record = train_classifier(train, test, num_classes, epochs=epochs, seed=seed, frontend=frontend, sample_rate=sample_rate)
     save_classifier(model, record, path)
     write_json(path.with_suffix(".json"), record)
     log.info("reference classifier: trained in %.0fs, test accuracy %.4f, saved to %s", record["seconds"], record["test_accuracy"], path)

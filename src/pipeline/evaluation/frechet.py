@@ -1,4 +1,4 @@
-"""Frechet distances between real and generated images: in the reference classifier's features, and true FID."""
+"""Frechet distances between real and generated examples: in the reference classifier's features, and true FID for images."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from pipeline.evaluation.classifier import ReferenceClassifier, to_unit
+from pipeline.evaluation.classifier import ReferenceClassifier
 
 
 class ClassifierFeatures(nn.Module):
-    """The classifier's penultimate features of uint8 images ``(B, C, H, W)``, as a torchmetrics feature extractor."""
+    """The classifier's penultimate features of examples (floats in [-1, 1]), as a torchmetrics feature extractor."""
 
     def __init__(self, classifier: ReferenceClassifier) -> None:
         super().__init__()
@@ -24,22 +24,22 @@ class ClassifierFeatures(nn.Module):
         return super().train(False)  # a parent's .train() must not switch on dropout or BatchNorm updates
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier.features(to_unit(images))  # (B, num_features)
+    def forward(self, examples: torch.Tensor) -> torch.Tensor:
+        return self.classifier.features(examples)  # (B, num_features)
 
 
 def _frechet(metric: FrechetInceptionDistance, real: torch.Tensor, fake: torch.Tensor, batch_size: int) -> float:
     device = metric.device
-    for images, is_real in ((real, True), (fake, False)):
-        for batch in images.split(batch_size):
+    for examples, is_real in ((real, True), (fake, False)):
+        for batch in examples.split(batch_size):
             metric.update(batch.to(device), real=is_real)
     return float(metric.compute())
 
 
 def classifier_frechet_distance(
-    classifier: ReferenceClassifier, real_uint8: torch.Tensor, fake_uint8: torch.Tensor, batch_size: int = 256,
+    classifier: ReferenceClassifier, real: torch.Tensor, fake: torch.Tensor, batch_size: int = 256,
 ) -> float:
-    """Frechet distance between Gaussians fitted to the reference classifier's features of two image sets.
+    """Frechet distance between Gaussians fitted to the reference classifier's features of two sets of examples (floats in [-1, 1]).
 
     This is a *classifier Frechet distance*, not FID: the features come from our own small
     classifier, not Inception-v3, so values are comparable only with the same classifier. Like
@@ -47,7 +47,7 @@ def classifier_frechet_distance(
     """
     device = next(classifier.parameters()).device
     metric = FrechetInceptionDistance(feature=ClassifierFeatures(classifier)).to(device)
-    return _frechet(metric, real_uint8, fake_uint8, batch_size)
+    return _frechet(metric, real, fake, batch_size)
 
 
 def true_fid(

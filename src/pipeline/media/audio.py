@@ -26,8 +26,10 @@ def save_wav(audio: np.ndarray, sample_rate: int, path: str | Path) -> Path:
 def spectrogram_tiles(rows: list[torch.Tensor], log_mel: LogMel) -> list[torch.Tensor]:
     """Rows of clips ``(N, 1, T)`` -> rows of log-mel images ``(N, 1, mels, frames)`` in [-1, 1], low
     frequencies at the bottom, on one shared scale (the loudest 80 dB of the whole grid) so rows compare."""
-    specs = [log_mel(row.float().cpu()).flip(-2).unsqueeze(1) for row in rows]
-    top = max(float(s.max()) for s in specs)
+    specs = [log_mel(row.float().cpu()).flip(-2).unsqueeze(1) if len(row) else None for row in rows]
+    shape = next(s.shape[1:] for s in specs if s is not None)
+    specs = [s if s is not None else torch.empty(0, *shape) for s in specs]  # an empty row (a class nobody drew) stays empty
+    top = max(float(s.max()) for s in specs if len(s))
     floor = top - 80.0 / 10.0 * np.log(10.0)  # 80 dB below the peak, in natural-log power
     return [((s.clamp(min=floor) - floor) / (top - floor) * 2.0 - 1.0) for s in specs]
 

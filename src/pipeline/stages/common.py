@@ -28,7 +28,7 @@ warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists 
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Catch contradictions a user can type before any work starts."""
+    """Catch contradictions a user can type before any work starts (every stage)."""
     if cfg.data.modality != cfg.modality.name:
         raise UserError(f"data={cfg.data.name} is {cfg.data.modality} data but modality={cfg.modality.name}; drop the modality= override")
     if OmegaConf.is_missing(cfg.data, "path"):

@@ -16,7 +16,7 @@ from pipeline.diffusion import DiffusionModule, DiT, LatentDataModule, save_dit
 from pipeline.errors import UserError
 from pipeline.rundir import RunDir
 from pipeline.stages.common import (
-    build_loggers, build_trainer, check_config, checked_sampler, fit_and_validate, latest_output, record_start, scalar_metrics, start_run, tracked, wandb_run_path,
+    build_loggers, build_trainer, checked_sampler, fit_and_validate, latest_output, record_start, scalar_metrics, start_run, tracked, wandb_run_path,
 )
 from pipeline.tokenizer import VQVAE, load_tokenizer
 
@@ -35,7 +35,7 @@ def load_matching_tokenizer(cfg: DictConfig, path: Path) -> VQVAE:
 def build_module(cfg: DictConfig, tokenizer: VQVAE) -> DiffusionModule:
     """The DiT sized to the tokenizer's latents, with the configured objective; statistics come from the cache."""
     channels, *grid = tokenizer.tokenizer_metadata["latent_shape"]
-    num_classes = int(cfg.data.num_classes) if cfg.stage.class_conditional else 0
+    num_classes = int(cfg.data.num_classes) if cfg.stage.class_conditional and cfg.modality.class_conditional else 0
     model: DiT = instantiate(cfg.dit, input_size=grid, in_channels=channels, num_classes=num_classes)
     objective = instantiate(cfg.objective)
     return instantiate(
@@ -45,7 +45,6 @@ def build_module(cfg: DictConfig, tokenizer: VQVAE) -> DiffusionModule:
 
 def train_dit(cfg: DictConfig) -> dict[str, Any]:
     """Encode the data once, train the DiT, save ``dit.pt`` (EMA weights) and a final sample grid."""
-    check_config(cfg)
     checked_sampler(instantiate(cfg.objective), cfg.sample.sampler)  # the sample grids use it: refuse it now, not 500 steps in
     tokenizer_path = latest_output(cfg, "vqvae", "tokenizer.pt", "tokenizer_ckpt")
     tokenizer = load_matching_tokenizer(cfg, tokenizer_path)
@@ -53,7 +52,7 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
     run_dir, ckpt_path, wandb_id = start_run(cfg)
     latents = LatentDataModule(
         instantiate(cfg.data), tokenizer_path, Path(cfg.paths.output_dir).resolve() / cfg.data.name / "latents",
-        batch_size=cfg.data.batch_size, hflip=bool(cfg.data.get("hflip", False)), num_workers=cfg.data.num_workers,
+        batch_size=cfg.data.batch_size, hflip=cfg.modality.hflip, num_workers=cfg.data.num_workers,
     )
     module = build_module(cfg, tokenizer)
     loggers = build_loggers(cfg, run_dir, wandb_id)

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from pipeline.callbacks import ReconstructionGrid
 from pipeline.rundir import RunDir
 from pipeline.stages.common import (
-    build_loggers, build_trainer, check_config, fit_and_validate, record_start, scalar_metrics, start_run, tokenizer_latent_shape, tracked,
+    build_loggers, build_trainer, fit_and_validate, record_start, scalar_metrics, start_run, tokenizer_latent_shape, tracked,
     wandb_run_path,
 )
 from pipeline.tokenizer import VQVAE, save_tokenizer
@@ -20,7 +20,6 @@ from pipeline.tokenizer import VQVAE, save_tokenizer
 
 def train_vqvae(cfg: DictConfig) -> dict[str, Any]:
     """Train the tokenizer; returns final metrics and where everything went."""
-    check_config(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model: VQVAE = instantiate(cfg.vqvae)
     latent_shape = tokenizer_latent_shape(cfg, model)  # refuses shapes the tokenizer cannot take before any file is written
