@@ -11,7 +11,8 @@ from PIL import Image
 
 from conftest import compose_config, run_cli
 from pipeline.data import AudioDataModule, ImageDataModule, TextDataModule
-from pipeline.data.folder import detect_modality, folder_datamodule, modality_override
+from pipeline.data.folder import folder_datamodule
+from pipeline.detect import detect_modality, modality_override
 from pipeline.errors import UserError
 from pipeline.media import save_wav
 

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import config_dir, register_resolvers
-from pipeline.data.folder import modality_override
+from pipeline.detect import modality_override
 from pipeline.errors import UserError
 
 CONFIG_DIR = config_dir()

@@ -21,9 +21,9 @@ from torch.utils.data import Dataset
 
 from pipeline.data.datamodule import DataModule
 from pipeline.data.sources import RawData, SourceUnavailable, class_names, load_hub_splits
+from pipeline.detect import AUDIO_SUFFIXES
 from pipeline.errors import UserError, one_line
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
 ESPEAK_DIGITS = "spoken_digits_espeak"  # under data_dir: what `make data-spoken-digits` writes
 SYNTHETIC_MARKER = "SYNTHETIC"  # first word of a folder's README.md when its audio is synthetic
 PEAK = 0.95

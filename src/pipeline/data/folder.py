@@ -1,9 +1,7 @@
-"""``data=folder``: local files of any modality, the modality detected from the files unless ``modality=`` says it.
+"""``data=folder``: local files of any modality (detected by :mod:`pipeline.detect` unless ``modality=`` says it).
 
-The entry point calls :func:`modality_override` on the command line before Hydra composes the
-config, because the modality decides more than the data module (the tokenizer's networks, its
-loss, the media, the evaluator). :func:`folder_datamodule` then builds the data module of that
-modality from the options of ``conf/data/folder.yaml`` it understands.
+:func:`folder_datamodule` builds the data module of that modality from the options of
+``conf/data/folder.yaml`` it understands.
 """
 
 from __future__ import annotations
@@ -12,62 +10,13 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from pipeline.data.audio import AUDIO_SUFFIXES, AudioDataModule
+from pipeline.data.audio import AudioDataModule
 from pipeline.data.datamodule import DataModule
 from pipeline.data.image import ImageDataModule
-from pipeline.data.sources import IMAGE_SUFFIXES
 from pipeline.data.text import TextDataModule
 from pipeline.errors import UserError
 
 MODULES: dict[str, type[DataModule]] = {"image": ImageDataModule, "audio": AudioDataModule, "text": TextDataModule}
-PIXEL_CSV = (".csv", ".csv.gz")
-
-
-def _is_utf8_text(path: Path, probe: int = 4096) -> bool:
-    """The first ``probe`` bytes decode as UTF-8 (a character cut at the probe's end aside) and hold no NUL byte."""
-    with path.open("rb") as handle:
-        head = handle.read(probe)
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as err:
-        if err.start < len(head) - 3:
-            return False
-    return b"\0" not in head
-
-
-def detect_modality(path: str | Path) -> str | None:
-    """``image``, ``audio`` or ``text`` from what lies at ``path``; None when it does not exist, cannot be read or says nothing.
-
-    A file is a pixel CSV (image) or UTF-8 text; a folder holds class subfolders of audio or image files, or IDX files.
-    """
-    try:
-        return _detect(Path(path).expanduser())
-    except OSError:
-        return None  # the data module reports the unreadable path in its own words
-
-
-def _detect(path: Path) -> str | None:
-    if path.is_file():
-        if path.name.endswith(PIXEL_CSV):
-            return "image"
-        return "text" if _is_utf8_text(path) else None
-    if not path.is_dir():
-        return None
-    if any(path.glob("*idx3*")):
-        return "image"
-    suffixes = {f.suffix.lower() for sub in path.iterdir() if sub.is_dir() for f in sub.iterdir() if f.is_file()}
-    if suffixes & AUDIO_SUFFIXES:
-        return "audio"
-    return "image" if suffixes & IMAGE_SUFFIXES else None
-
-
-def modality_override(argv: list[str]) -> str | None:
-    """``modality=<detected>`` to add to a command line that asks for ``data=folder data.path=P`` without a ``modality=``."""
-    overrides = dict(arg.split("=", 1) for arg in argv if "=" in arg and not arg.startswith("-"))
-    if overrides.get("data") != "folder" or "modality" in overrides or "data.path" not in overrides:
-        return None
-    detected = detect_modality(overrides["data.path"])
-    return f"modality={detected}" if detected else None
 
 
 def folder_datamodule(modality: str, **options: Any) -> DataModule:

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.detect import IMAGE_SUFFIXES
 from pipeline.errors import UserError, one_line
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 @dataclass
