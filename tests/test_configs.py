@@ -14,7 +14,8 @@ from pipeline.config import config_dir, launch_stamp
 from pipeline.data import DataModule
 from pipeline.diffusion import PRESETS
 from pipeline.errors import UserError
-from pipeline.stages.common import check_config, tokenizer_latent_shape
+from pipeline.checks import check_config
+from pipeline.stages.common import tokenizer_latent_shape
 from pipeline.tokenizer import VQVAE
 
 DATA_OPTIONS = sorted(p.stem for p in (config_dir() / "data").glob("*.yaml"))

@@ -42,8 +42,8 @@ def _run(root: Path, modality: str, stage: str, *extra: str) -> Path:
 def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ModalityRuns:
     modality = request.param
     root = tmp_path_factory.mktemp(modality)
-    vqvae = _run(root, modality, "vqvae", "debug=fast", "trainer.max_steps=6", "trainer.val_check_interval=3")
-    dit = _run(root, modality, "dit", "debug=fast", "data.batch_size=16", "trainer.max_steps=4", "trainer.val_check_interval=2", "stage.grid_steps=2")
+    vqvae = _run(root, modality, "vqvae", "debug=fast", "logger=csv", "trainer.max_steps=6", "trainer.val_check_interval=3")
+    dit = _run(root, modality, "dit", "debug=fast", "logger=csv", "data.batch_size=16", "trainer.max_steps=4", "trainer.val_check_interval=2", "stage.grid_steps=2")
     sample = _run(root, modality, "sample", "sample.num=12", "sample.steps=2")
     return ModalityRuns(modality, root, vqvae, dit, sample)
 

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig
 
 from pipeline.errors import UserError
-from pipeline.stages.common import check_config
+from pipeline.checks import check_config
 
 # stage name -> "module:function", imported only when that stage runs
 STAGES: dict[str, str] = {

@@ -14,7 +14,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pipeline.callbacks import PlainProgress, interactive_terminal
 from pipeline.config import flat_config
@@ -25,14 +25,6 @@ from pipeline.tokenizer import VQVAE
 
 # .hydra/ is already in the run directory when the CSV logger starts; it only ever replaces its own files.
 warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
-
-
-def check_config(cfg: DictConfig) -> None:
-    """Catch contradictions a user can type before any work starts (every stage)."""
-    if cfg.data.modality != cfg.modality.name:
-        raise UserError(f"data={cfg.data.name} is {cfg.data.modality} data but modality={cfg.modality.name}; drop the modality= override")
-    if OmegaConf.is_missing(cfg.data, "path"):
-        raise UserError(f"data={cfg.data.name} needs data.path={cfg.modality.path_help}")
 
 
 def example_batch(cfg: DictConfig, batch: int = 1) -> torch.Tensor:

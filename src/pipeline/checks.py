@@ -1,0 +1,19 @@
+"""Contradictions a user can type, caught before any work starts and before torch is imported.
+
+The entry point runs :func:`check_config` right after Hydra composes the config, so a wrong
+``modality=`` or a missing ``data.path`` costs a second, not the import of torch and Lightning.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline.errors import UserError
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Catch contradictions a user can type before any work starts (every stage)."""
+    if cfg.data.modality != cfg.modality.name:
+        raise UserError(f"data={cfg.data.name} is {cfg.data.modality} data but modality={cfg.modality.name}; drop the modality= override")
+    if OmegaConf.is_missing(cfg.data, "path"):
+        raise UserError(f"data={cfg.data.name} needs data.path={cfg.modality.path_help}")
