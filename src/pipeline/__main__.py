@@ -11,7 +11,6 @@ from hydra.errors import ConfigCompositionException, HydraException, MissingConf
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.checks import check_config
 from pipeline.config import config_dir, register_resolvers
 from pipeline.detect import modality_override
 from pipeline.errors import UserError
@@ -43,10 +42,9 @@ def _config_error_line(err: Exception) -> str:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        check_config(cfg)
-        from pipeline.run import run
+    from pipeline.run import run
 
+    try:
         results = run(cfg)
     except UserError as err:
         _fail(str(err))

@@ -1,7 +1,7 @@
 """Contradictions a user can type, caught before any work starts and before torch is imported.
 
-The entry point runs :func:`check_config` right after Hydra composes the config, so a wrong
-``modality=`` or a missing ``data.path`` costs a second, not the import of torch and Lightning.
+``run(cfg)`` calls :func:`check_config` before it imports torch, so a wrong ``modality=`` or a
+missing ``data.path`` costs a second, not the import of torch and Lightning.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ import importlib
 import logging
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 
 from pipeline.errors import UserError
@@ -43,6 +42,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if name not in STAGES:
         raise UserError(f"stage={name} is not available; valid: {', '.join(STAGES)}")
     check_config(cfg)
+    import torch  # only now: a config mistake is reported before torch and Lightning load
+
     torch.set_float32_matmul_precision("high")
     module, function = STAGES[name].split(":")
     return getattr(importlib.import_module(module), function)(cfg)
