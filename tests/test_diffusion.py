@@ -44,6 +44,43 @@ def test_patchify_and_unpatchify_are_inverse() -> None:
         assert torch.equal(model.unpatchify(model.patchify(x)), x)
 
 
+def test_a_self_conditioning_dit_reads_its_previous_estimate() -> None:
+    """Absent, the estimate reads as zeros; present, it changes the prediction; a plain DiT ignores it."""
+    torch.manual_seed(0)
+    model = tiny_dit(self_condition=True)
+    torch.nn.init.normal_(model.final_linear.weight, std=0.02)  # leave the zero init: outputs must depend on inputs
+    torch.nn.init.normal_(model.final_modulation.weight, std=0.02)
+    x, t, y = torch.randn(2, 4, 7, 7), torch.rand(2), torch.tensor([0, 1])
+    assert model.patch_embed.in_features == 2 * 4 * 2 * 2
+    assert torch.equal(model(x, t, y), model(x, t, y, torch.zeros_like(x)))
+    assert not torch.allclose(model(x, t, y), model(x, t, y, torch.randn_like(x)))
+    plain = tiny_dit()
+    assert torch.equal(plain(x, t, y), plain(x, t, y, torch.randn_like(x)))
+
+
+def test_self_conditioning_feeds_the_estimate_to_about_half_the_examples() -> None:
+    torch.manual_seed(0)
+    model = tiny_dit(self_condition=True)
+    torch.nn.init.normal_(model.final_linear.weight, std=0.02)
+    x_t, t = torch.randn(200, 4, 7, 7), torch.rand(200)
+    estimate = RectifiedFlow().self_condition(model, x_t, t, None)
+    fed = estimate.flatten(1).abs().sum(1) > 0
+    assert 0.35 < fed.float().mean() < 0.65 and not estimate.requires_grad
+    assert RectifiedFlow().self_condition(tiny_dit(), x_t, t, None) is None
+
+
+@pytest.mark.parametrize("objective", [RectifiedFlow(), DDPM("cosine", num_timesteps=100)], ids=["flow", "ddpm"])
+def test_clean_estimates_invert_the_noising(objective) -> None:
+    """Given the true velocity or noise, the estimate of x0 that self-conditioning feeds back is exact."""
+    x0, noise, t = torch.randn(3, 2, 5), torch.randn(3, 2, 5), torch.tensor([0.2, 0.5, 0.9])
+    if isinstance(objective, RectifiedFlow):
+        x_t, prediction = torch.lerp(x0, noise, t.view(-1, 1, 1)), noise - x0
+    else:
+        alpha_bar = objective.alpha_bar[(t * 100).round().long()].float().view(-1, 1, 1)
+        x_t, prediction = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise, noise
+    assert torch.allclose(objective.clean_estimate(x_t, t, prediction), x0, atol=1e-4)
+
+
 def test_zero_init_still_learns() -> None:
     torch.manual_seed(0)
     model = tiny_dit()
@@ -100,14 +137,14 @@ def test_guidance_scale_one_is_the_conditional_prediction_and_zero_the_unconditi
 MEAN, STD = 1.5, 0.5
 
 
-def flow_velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+def flow_velocity(x: torch.Tensor, t: torch.Tensor, x_self: torch.Tensor | None = None) -> torch.Tensor:
     variance = (1 - t) ** 2 * STD**2 + t**2
     centred = x - (1 - t) * MEAN
     return (t - (1 - t) * STD**2) / variance * centred - MEAN
 
 
 def ddpm_epsilon(objective: DDPM):
-    def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def predict(x: torch.Tensor, t: torch.Tensor, x_self: torch.Tensor | None = None) -> torch.Tensor:
         alpha_bar = float(objective.alpha_bar[round(float(t) * objective.num_timesteps)])
         variance = alpha_bar * STD**2 + 1 - alpha_bar
         return math.sqrt(1 - alpha_bar) / variance * (x - math.sqrt(alpha_bar) * MEAN)
@@ -120,6 +157,7 @@ def ddpm_epsilon(objective: DDPM):
     [
         (RectifiedFlow(), "euler", 50),
         (RectifiedFlow(), "heun", 10),
+        (RectifiedFlow(time_shift=3.0), "heun", 10),
         (DDPM("linear"), "ddim", 50),
         (DDPM("cosine"), "ddim", 50),
         (DDPM("linear"), "ddpm", 100),
@@ -133,6 +171,18 @@ def test_samplers_recover_a_gaussian_target(objective, sampler: str, steps: int)
     samples = objective.sample(denoiser, noise, steps, sampler, generator)
     assert samples.mean().item() == pytest.approx(MEAN, abs=0.03)
     assert samples.std().item() == pytest.approx(STD, abs=0.03)
+
+
+def test_time_shift_moves_training_times_towards_noise() -> None:
+    """SD3's shift maps [0, 1] onto itself, keeps the ends and pushes the middle towards noise."""
+    flow = RectifiedFlow(time_shift=3.0)
+    t = torch.linspace(0.0, 1.0, 11)
+    shifted = flow.shift(t)
+    assert shifted[0] == 0.0 and shifted[-1] == 1.0 and torch.all(shifted[1:-1] > t[1:-1])
+    assert torch.all(shifted[1:] > shifted[:-1])
+    assert flow.shift(torch.tensor(0.5)).item() == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="time_shift"):
+        RectifiedFlow(time_shift=0.0)
 
 
 def test_a_sampler_that_does_not_fit_the_objective_is_refused() -> None:
@@ -152,11 +202,15 @@ def test_beta_schedules() -> None:
         beta_schedule("quadratic", 10)
 
 
-@pytest.mark.parametrize("objective", [RectifiedFlow(), DDPM("cosine", num_timesteps=100, clip_denoised=2.0)], ids=["flow", "ddpm"])
-def test_a_tiny_dit_learns_a_class_conditional_gaussian_mixture(objective) -> None:
+@pytest.mark.parametrize(
+    "objective, self_condition",
+    [(RectifiedFlow(), False), (DDPM("cosine", num_timesteps=100, clip_denoised=2.0), False), (RectifiedFlow(time_shift=2.0), True)],
+    ids=["flow", "ddpm", "flow-shifted-self-conditioned"],
+)
+def test_a_tiny_dit_learns_a_class_conditional_gaussian_mixture(objective, self_condition: bool) -> None:
     """Class c's latents are all equal to c - 1: after training, guided samples land near their class value."""
     torch.manual_seed(0)
-    model = DiT(input_size=[4], in_channels=2, patch_size=2, depth=2, hidden_size=64, num_heads=2, num_classes=3)
+    model = DiT(input_size=[4], in_channels=2, patch_size=2, depth=2, hidden_size=64, num_heads=2, num_classes=3, self_condition=self_condition)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     first = None
     for _ in range(400):

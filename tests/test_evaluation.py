@@ -20,6 +20,7 @@ from pipeline.data import AudioTensorDataset, ImageTensorDataset
 from pipeline.data.audio import make_synthetic_audio
 from pipeline.data.synthetic import make_synthetic_images
 from pipeline.errors import UserError
+from pipeline.evaluation.classifier import NOISE_FLOOR, RECIPE
 from pipeline.evaluation import (
     ClassifierFeatures,
     ReferenceClassifier,
@@ -245,6 +246,31 @@ def test_the_log_mel_classifier_learns_audio_classes_and_reloads(tmp_path: Path)
     assert record["cached"] is True and conditional_accuracy(again, test.inputs(slice(None)), test.labels) == pytest.approx(record["test_accuracy"])
     _, record = load_or_train_classifier(tmp_path, train, test, num_classes=10, fingerprint="tones", epochs=12, seed=0, frontend="logmel", sample_rate=16000)
     assert record["cached"] is False  # another sample rate is another classifier
+
+
+def test_audio_augmentation_adds_a_faint_noise_floor_to_about_half_the_clips() -> None:
+    torch.manual_seed(0)
+    model = ReferenceClassifier(1, num_classes=2, frontend="logmel", sample_rate=8000)
+    silence = torch.zeros(400, 1, 1024)
+    out = model.augment(silence)
+    level = out.std(dim=(1, 2))
+    noisy = level > 0
+    assert 0.4 < noisy.float().mean() < 0.6
+    assert level[noisy].min() >= NOISE_FLOOR[0] * 0.5 and level.max() <= NOISE_FLOOR[1] * 1.5
+    assert out.abs().max() <= 1.0
+
+
+def test_the_audio_classifier_ignores_a_noise_floor_and_an_old_recipe_is_trained_again(tmp_path: Path) -> None:
+    train, test = tones(per_class=40, seed=0), tones(per_class=8, seed=1)
+    options = dict(num_classes=10, fingerprint="tones", epochs=12, seed=0, frontend="logmel", sample_rate=8000)
+    model, record = load_or_train_classifier(tmp_path, train, test, **options)
+    assert record["recipe"] == RECIPE and record["test_accuracy_noise_floor"] >= record["test_accuracy"] - 0.1, record
+    path = Path(record["path"])
+    payload = torch.load(path, weights_only=True)
+    payload["record"]["recipe"] = RECIPE - 1
+    torch.save(payload, path)
+    _, record = load_or_train_classifier(tmp_path, train, test, **options)
+    assert record["cached"] is False
 
 
 def test_a_frontend_needs_its_sample_rate() -> None:

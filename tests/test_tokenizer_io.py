@@ -84,7 +84,8 @@ def test_unknown_network_class(tmp_path: Path) -> None:
 def test_one_dimensional_tokenizers_round_trip(tmp_path: Path, modality: str) -> None:
     torch.manual_seed(0)
     if modality == "audio":
-        model = VQVAE(AudioEncoder(1, [8, 16], [4], 1, 4), AudioDecoder(1, [8, 16], [4], 1, 4), VectorQuantizer(4, 16, kmeans_init=False), AudioReconstruction(8000))
+        objective = AudioReconstruction(8000, l1_weight=0.5, mel_weight=1.0, log_floor=1e-3)
+        model = VQVAE(AudioEncoder(1, [8, 16], [4], 1, 4), AudioDecoder(1, [8, 16], [4], 1, 4), VectorQuantizer(4, 16, kmeans_init=False), objective)
         x = torch.rand(2, 1, 256) * 2 - 1
     else:
         model = VQVAE(TextEncoder(256, [16, 32], [2], 1, 4), TextDecoder(256, [16, 32], [2], 1, 4), VectorQuantizer(4, 16, kmeans_init=False), TextReconstruction())

@@ -134,6 +134,9 @@ class DiT(nn.Module):
         depth, hidden_size, num_heads: transformer size (see :data:`PRESETS`).
         num_classes: classes for conditioning; 0 makes the model unconditional.
         norm: ``layernorm`` (DiT) or ``rmsnorm``; mlp: ``gelu`` (DiT) or ``swiglu``; qk_norm: normalise queries and keys.
+        self_condition: also read the previous estimate of the clean latents (``x_self``; zeros when
+            absent), as in Analog Bits and self-conditioned embedding diffusion: the samplers feed
+            each step's estimate to the next, which matters most for near-discrete latents (text).
         preset: the preset name it was built from, recorded only.
     """
 
@@ -150,6 +153,7 @@ class DiT(nn.Module):
         norm: str = "layernorm",
         mlp: str = "gelu",
         qk_norm: bool = False,
+        self_condition: bool = False,
         preset: str | None = None,
     ) -> None:
         super().__init__()
@@ -160,12 +164,14 @@ class DiT(nn.Module):
             raise ValueError(f"hidden_size={hidden_size} must be divisible by num_heads={num_heads} and by 4")
         self.config: dict[str, Any] = dict(
             input_size=spatial, in_channels=in_channels, patch_size=patch_size, depth=depth, hidden_size=hidden_size,
-            num_heads=num_heads, mlp_ratio=mlp_ratio, num_classes=num_classes, norm=norm, mlp=mlp, qk_norm=qk_norm, preset=preset,
+            num_heads=num_heads, mlp_ratio=mlp_ratio, num_classes=num_classes, norm=norm, mlp=mlp, qk_norm=qk_norm,
+            self_condition=self_condition, preset=preset,
         )
         self.spatial, self.in_channels, self.patch_size, self.num_classes = spatial, in_channels, patch_size, num_classes
+        self.self_condition = self_condition
         self.grid = [math.ceil(s / patch_size) for s in spatial]  # a partial last patch is zero-padded
         patch_dim = in_channels * patch_size ** len(spatial)
-        self.patch_embed = nn.Linear(patch_dim, hidden_size)
+        self.patch_embed = nn.Linear(patch_dim * (2 if self_condition else 1), hidden_size)
         self.register_buffer("pos_embed", position_embedding(self.grid, hidden_size)[None], persistent=False)
         self.t_embed = TimestepEmbedder(hidden_size)
         self.y_embed = nn.Embedding(num_classes + 1, hidden_size) if num_classes > 0 else None
@@ -233,11 +239,15 @@ class DiT(nn.Module):
             c = c + self.y_embed(y)
         return F.silu(c)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, x_self: torch.Tensor | None = None) -> torch.Tensor:
+        """``x_self``: the previous clean-latent estimate, read only by a self-conditioning model."""
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         c = self.condition(t, y)
-        h = self.patch_embed(self.patchify(x)) + self.pos_embed
+        tokens = self.patchify(x)
+        if self.self_condition:
+            tokens = torch.cat([tokens, self.patchify(x_self if x_self is not None else torch.zeros_like(x))], dim=-1)
+        h = self.patch_embed(tokens) + self.pos_embed
         for block in self.blocks:
             h = block(h, c)
         shift, scale = self.final_modulation(c).chunk(2, dim=-1)

@@ -1,9 +1,10 @@
 """Training objectives and their samplers: rectified flow (velocity) and DDPM (epsilon).
 
 Both share one interface: ``loss(model, x0, y)`` for training and
-``sample(denoiser, noise, steps, sampler)`` for generation, where ``denoiser(x, t)`` is the
-model's prediction at time ``t`` (a 0-d tensor in [0, 1]), usually wrapped by :func:`guided`.
-Time runs from data (t = 0) to noise (t = 1).
+``sample(denoiser, noise, steps, sampler)`` for generation, where ``denoiser(x, t, x_self)`` is the
+model's prediction at time ``t`` (a 0-d tensor in [0, 1]), usually wrapped by :func:`guided`;
+``x_self`` is the sampler's previous estimate of the clean latents (None at the first step), which
+only a self-conditioning model reads. Time runs from data (t = 0) to noise (t = 1).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+SELF_CONDITION_RATE = 0.5  # share of training examples that see the model's own estimate (Analog Bits)
 
 
 def guided(model: nn.Module, y: torch.Tensor | None, scale: float, null_class: int) -> Denoiser:
@@ -25,11 +27,12 @@ def guided(model: nn.Module, y: torch.Tensor | None, scale: float, null_class: i
     Scale 1 (or no labels) is the plain conditional prediction, one forward per step.
     """
     if y is None or scale == 1.0:
-        return lambda x, t: model(x, t.expand(x.shape[0]), y)
+        return lambda x, t, x_self=None: model(x, t.expand(x.shape[0]), y, x_self)
     null = torch.full_like(y, null_class)
 
-    def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        cond, uncond = model(torch.cat([x, x]), t.expand(2 * x.shape[0]), torch.cat([y, null])).chunk(2)
+    def denoise(x: torch.Tensor, t: torch.Tensor, x_self: torch.Tensor | None = None) -> torch.Tensor:
+        both = None if x_self is None else torch.cat([x_self, x_self])
+        cond, uncond = model(torch.cat([x, x]), t.expand(2 * x.shape[0]), torch.cat([y, null]), both).chunk(2)
         return torch.lerp(uncond, cond, scale)
 
     return denoise
@@ -45,6 +48,23 @@ class Objective:
 
     def loss(self, model: nn.Module, x0: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
+
+    def clean_estimate(self, x_t: torch.Tensor, t: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+        """The estimate of ``x0`` implied by the model's ``prediction`` at ``x_t`` and model time ``t``."""
+        raise NotImplementedError
+
+    def self_condition(self, model: nn.Module, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor | None:
+        """For a self-conditioning model, its own no-grad estimate of ``x0`` for a random half of the
+        examples and zeros (as at the first sampling step) for the rest; None for other models.
+
+        The coin is per example, not per batch, so every rank runs the same forwards (FSDP needs that).
+        """
+        if not getattr(model, "self_condition", False):
+            return None
+        with torch.no_grad():
+            estimate = self.clean_estimate(x_t, t, model(x_t, t, y))
+        keep = torch.rand(x_t.shape[0], device=x_t.device) < SELF_CONDITION_RATE
+        return estimate * _expand(keep, estimate)
 
     def sample(self, denoiser: Denoiser, noise: torch.Tensor, steps: int, sampler: str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
@@ -64,34 +84,46 @@ class RectifiedFlow(Objective):
     """``x_t = (1 - t) x0 + t noise``; the model predicts the velocity ``noise - x0``.
 
     Training times are logit-normal (``sigmoid(N(time_mean, time_std))``), which spends the
-    model's capacity on the middle of the path, as in SD3 and LightningDiT.
+    model's capacity on the middle of the path, as in SD3 and LightningDiT. ``time_shift`` > 1
+    moves both the training times and the sampler's grid towards noise (SD3's
+    ``t' = s t / (1 + (s - 1) t)``): latents that are easy to tell apart once a little noise is
+    gone (many positions, or near-discrete codes such as text) need their steps at high noise.
     """
 
     name = "flow"
     samplers = ("euler", "heun")
     default_sampler = "heun"
 
-    def __init__(self, time_mean: float = 0.0, time_std: float = 1.0) -> None:
-        self.time_mean, self.time_std = time_mean, time_std
-        self.config = {"time_mean": time_mean, "time_std": time_std}
+    def __init__(self, time_mean: float = 0.0, time_std: float = 1.0, time_shift: float = 1.0) -> None:
+        if time_shift <= 0:
+            raise ValueError(f"time_shift must be > 0, got {time_shift}")
+        self.time_mean, self.time_std, self.time_shift = time_mean, time_std, time_shift
+        self.config = {"time_mean": time_mean, "time_std": time_std, "time_shift": time_shift}
+
+    def shift(self, t: torch.Tensor) -> torch.Tensor:
+        return self.time_shift * t / (1 + (self.time_shift - 1) * t)
 
     def loss(self, model: nn.Module, x0: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        t = torch.sigmoid(self.time_mean + self.time_std * torch.randn(x0.shape[0], device=x0.device))
+        t = self.shift(torch.sigmoid(self.time_mean + self.time_std * torch.randn(x0.shape[0], device=x0.device)))
         noise = torch.randn_like(x0)
         x_t = torch.lerp(x0, noise, _expand(t, x0))
-        return F.mse_loss(model(x_t, t, y).float(), (noise - x0).float())
+        return F.mse_loss(model(x_t, t, y, self.self_condition(model, x_t, t, y)).float(), (noise - x0).float())
+
+    def clean_estimate(self, x_t: torch.Tensor, t: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+        return x_t - _expand(t, x_t) * prediction
 
     @torch.no_grad()
     def sample(self, denoiser: Denoiser, noise: torch.Tensor, steps: int, sampler: str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Integrate the ODE from t = 1 to 0 on a uniform grid (Heun: 2 evaluations per step)."""
+        """Integrate the ODE from t = 1 to 0 on a uniform grid, shifted by ``time_shift`` (Heun: 2 evaluations per step)."""
         sampler = self.check_sampler(sampler)
-        times = torch.linspace(1.0, 0.0, steps + 1, device=noise.device)
-        x = noise
+        times = self.shift(torch.linspace(1.0, 0.0, steps + 1, device=noise.device))
+        x, x_self = noise, None
         for t, t_next in zip(times[:-1], times[1:]):
-            velocity = denoiser(x, t)
+            velocity = denoiser(x, t, x_self)
+            x_self = self.clean_estimate(x, t, velocity)
             x_euler = x + (t_next - t) * velocity
             if sampler == "heun":
-                x = x + (t_next - t) * 0.5 * (velocity + denoiser(x_euler, t_next))
+                x = x + (t_next - t) * 0.5 * (velocity + denoiser(x_euler, t_next, x_self))
             else:
                 x = x_euler
         return x
@@ -130,18 +162,25 @@ class DDPM(Objective):
         alpha_bar = _expand(self.alpha_bar.to(x0.device)[k], x0)
         noise = torch.randn_like(x0)
         x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
-        return F.mse_loss(model(x_t, k.float() / self.num_timesteps, y).float(), noise.float())
+        t = k.float() / self.num_timesteps
+        return F.mse_loss(model(x_t, t, y, self.self_condition(model, x_t, t, y)).float(), noise.float())
+
+    def clean_estimate(self, x_t: torch.Tensor, t: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+        k = (t * self.num_timesteps).round().long()
+        alpha_bar = _expand(self.alpha_bar.to(x_t.device)[k], x_t)
+        x0 = (x_t - (1 - alpha_bar).sqrt() * prediction) / alpha_bar.sqrt()
+        return x0 if self.clip_denoised is None else x0.clamp(-self.clip_denoised, self.clip_denoised)
 
     @torch.no_grad()
     def sample(self, denoiser: Denoiser, noise: torch.Tensor, steps: int, sampler: str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """DDIM (deterministic) or ancestral DDPM on ``steps`` evenly respaced timesteps."""
         sampler = self.check_sampler(sampler)
         ks = torch.linspace(self.num_timesteps - 1, 0, steps).round().long().unique_consecutive().tolist()
-        x = noise
+        x, x0 = noise, None
         for i, k in enumerate(ks):
             alpha_bar = float(self.alpha_bar[k])
             alpha_bar_prev = float(self.alpha_bar[ks[i + 1]]) if i + 1 < len(ks) else 1.0
-            eps = denoiser(x, torch.tensor(k / self.num_timesteps, device=x.device))
+            eps = denoiser(x, torch.tensor(k / self.num_timesteps, device=x.device), x0)
             x0 = (x - math.sqrt(1 - alpha_bar) * eps) / math.sqrt(alpha_bar)
             if self.clip_denoised is not None:
                 x0 = x0.clamp(-self.clip_denoised, self.clip_denoised)

@@ -45,8 +45,8 @@ class ImageReconstruction(nn.Module):
         metrics.update(_to_unit(output), _to_unit(target))
 
 
-def stft_loss(output: torch.Tensor, target: torch.Tensor, resolutions: tuple[int, ...]) -> torch.Tensor:
-    """Multi-resolution STFT loss: spectral convergence + log-magnitude L1, averaged over FFT sizes."""
+def stft_loss(output: torch.Tensor, target: torch.Tensor, resolutions: tuple[int, ...], log_floor: float = 1e-5) -> torch.Tensor:
+    """Multi-resolution STFT loss: spectral convergence + L1 of ``log(magnitude + log_floor)``, averaged over FFT sizes."""
     out, tgt = output.flatten(0, 1), target.flatten(0, 1)
     total = out.new_zeros(())
     for n_fft in resolutions:
@@ -54,22 +54,31 @@ def stft_loss(output: torch.Tensor, target: torch.Tensor, resolutions: tuple[int
         mag_out = torch.stft(out, n_fft, n_fft // 4, window=window, return_complex=True).abs()
         mag_tgt = torch.stft(tgt, n_fft, n_fft // 4, window=window, return_complex=True).abs()
         convergence = torch.linalg.norm(mag_tgt - mag_out) / torch.linalg.norm(mag_tgt).clamp_min(1e-7)
-        total = total + convergence + F.l1_loss(torch.log(mag_out + 1e-5), torch.log(mag_tgt + 1e-5))
+        total = total + convergence + F.l1_loss(torch.log(mag_out + log_floor), torch.log(mag_tgt + log_floor))
     return total / len(resolutions)
 
 
 class AudioReconstruction(nn.Module):
-    """L1 on the waveform + a multi-resolution STFT loss; SI-SDR (torchmetrics) and log-mel L1."""
+    """L1 on the waveform + a multi-resolution STFT loss + log-mel L1 (as HiFi-GAN and DAC weight it:
+    the mel scale spends the loss where hearing, and the log-mel reference classifier, look);
+    SI-SDR (torchmetrics) and log-mel L1 as metrics."""
 
-    def __init__(self, sample_rate: int, l1_weight: float = 1.0, stft_weight: float = 1.0, resolutions: tuple[int, ...] = (128, 256, 512, 1024)) -> None:
+    def __init__(
+        self, sample_rate: int, l1_weight: float = 1.0, stft_weight: float = 1.0, mel_weight: float = 0.0,
+        resolutions: tuple[int, ...] = (128, 256, 512, 1024), log_floor: float = 1e-5,
+    ) -> None:
         super().__init__()
-        self.l1_weight, self.stft_weight, self.resolutions = l1_weight, stft_weight, tuple(resolutions)
+        self.l1_weight, self.stft_weight, self.mel_weight, self.resolutions = l1_weight, stft_weight, mel_weight, tuple(resolutions)
+        self.log_floor = log_floor
         self.log_mel = LogMel(sample_rate)
-        self.config = dict(sample_rate=sample_rate, l1_weight=l1_weight, stft_weight=stft_weight, resolutions=list(resolutions))
+        self.config = dict(
+            sample_rate=sample_rate, l1_weight=l1_weight, stft_weight=stft_weight, mel_weight=mel_weight, resolutions=list(resolutions), log_floor=log_floor,
+        )
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        l1, stft = F.l1_loss(output, target), stft_loss(output, target, self.resolutions)
-        return {"rec_loss": self.l1_weight * l1 + self.stft_weight * stft, "l1": l1, "stft": stft}
+        l1, stft = F.l1_loss(output, target), stft_loss(output, target, self.resolutions, self.log_floor)
+        mel = F.l1_loss(self.log_mel(output), self.log_mel(target))
+        return {"rec_loss": self.l1_weight * l1 + self.stft_weight * stft + self.mel_weight * mel, "l1": l1, "stft": stft, "mel": mel}
 
     def metrics(self) -> MetricCollection:
         return MetricCollection({"si_sdr": ScaleInvariantSignalDistortionRatio(), "mel_l1": MeanMetric()})
