@@ -154,7 +154,7 @@ def test_objectives_and_the_training_module_instantiate(objective: str, name: st
 def test_a_stage_tuned_for_one_data_set_and_debug_still_wins(tmp_path: Path) -> None:
     assert compose_config("stage=dit", "data=spoken_digits", root=tmp_path).trainer.max_steps == 1300  # conf/stage_data/dit_spoken_digits.yaml
     assert compose_config("stage=dit", "data=mnist", root=tmp_path).trainer.max_steps == 1500  # no specialisation: the stage's budget
-    assert compose_config("stage=vqvae", "data=spoken_digits", root=tmp_path).trainer.max_steps == 1000
+    assert compose_config("stage=vqvae", "data=spoken_digits", root=tmp_path).trainer.max_steps == 1500  # conf/stage_data/vqvae_spoken_digits.yaml
     assert compose_config("stage=dit", "data=fortunes", "debug=fast", root=tmp_path).trainer.max_steps == 20
 
 

@@ -59,9 +59,16 @@ def stft_loss(output: torch.Tensor, target: torch.Tensor, resolutions: tuple[int
 
 
 class AudioReconstruction(nn.Module):
-    """L1 on the waveform + a multi-resolution STFT loss + log-mel L1 (as HiFi-GAN and DAC weight it:
-    the mel scale spends the loss where hearing, and the log-mel reference classifier, look);
-    SI-SDR (torchmetrics) and log-mel L1 as metrics."""
+    """A multi-resolution STFT loss + log-mel L1 (the mel scale spends the loss where hearing, and
+    the log-mel reference classifier, look, as in HiFi-GAN and DAC) + optionally L1 on the waveform;
+    SI-SDR (torchmetrics) and log-mel L1 as metrics.
+
+    ``log_floor`` is added to STFT magnitudes before the log: at 1e-5, a faint noise floor over the
+    digital silence that pads short clips costs as much as a wrong formant, and the decoder learns to
+    be quiet everywhere. The waveform L1 does the same wherever the phase is uncertain, so the audio
+    modality config turns it off (small tokenizer, log-mel weight 1, 5 minutes of training: reference-classifier accuracy
+    on reconstructions 0.33 with it at floor 1e-5, 0.39 without, 0.55 without at floor 1e-2).
+    """
 
     def __init__(
         self, sample_rate: int, l1_weight: float = 1.0, stft_weight: float = 1.0, mel_weight: float = 0.0,
