@@ -48,7 +48,7 @@ def test_a_self_conditioning_dit_reads_its_previous_estimate() -> None:
     """Absent, the estimate reads as zeros; present, it changes the prediction; a plain DiT ignores it."""
     torch.manual_seed(0)
     model = tiny_dit(self_condition=True)
-    torch.nn.init.normal_(model.final_linear.weight, std=0.02)  # leave the zero init: outputs must depend on inputs
+    torch.nn.init.normal_(model.final_linear.weight, std=0.02)  # undo the zero init so the output depends on the inputs
     torch.nn.init.normal_(model.final_modulation.weight, std=0.02)
     x, t, y = torch.randn(2, 4, 7, 7), torch.rand(2), torch.tensor([0, 1])
     assert model.patch_embed.in_features == 2 * 4 * 2 * 2

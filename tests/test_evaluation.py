@@ -20,7 +20,6 @@ from pipeline.data import AudioTensorDataset, ImageTensorDataset
 from pipeline.data.audio import make_synthetic_audio
 from pipeline.data.synthetic import make_synthetic_images
 from pipeline.errors import UserError
-from pipeline.evaluation.classifier import NOISE_FLOOR, RECIPE
 from pipeline.evaluation import (
     ClassifierFeatures,
     ReferenceClassifier,
@@ -32,6 +31,7 @@ from pipeline.evaluation import (
     train_classifier,
     true_fid,
 )
+from pipeline.evaluation.classifier import NOISE_FLOOR, RECIPE
 
 
 def shapes(per_class: int, seed: int, size: int = 16, channels: int = 1) -> ImageTensorDataset:
