@@ -115,7 +115,7 @@ def test_eval_scores_generated_examples_beside_real_and_reconstructed_ones(runs:
     else:
         keys = ["eval/bits_per_byte", "eval/bits_per_byte_real", "eval/bits_per_byte_recon", "eval/bits_per_byte_ratio",
                 "eval/vocab_share", "eval/vocab_share_real", "eval/distinct_4", "eval/distinct_4_real"]
-        assert 0.0 < report["eval/bits_per_byte_real"] < report["eval/bits_per_byte"] <= 8.5  # 20 steps of training: worse than real text
+        assert 0.0 < report["eval/bits_per_byte_real"] < report["eval/bits_per_byte"]  # 20 steps of training: worse than real text
         assert report["eval/vocab_share_real"] == 1.0  # held-out template sentences use only train words
         assert report["ngram_order"] == 5 and report["vocabulary_size"] > 20
     assert all(np.isfinite(report[key]) for key in keys), report
