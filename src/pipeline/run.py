@@ -13,8 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from pipeline.errors import UserError
 from pipeline.checks import check_config
+from pipeline.errors import UserError
 
 # stage name -> "module:function", imported only when that stage runs
 STAGES: dict[str, str] = {

@@ -23,7 +23,6 @@ from pipeline.detect import IMAGE_SUFFIXES
 from pipeline.errors import UserError, one_line
 
 
-
 @dataclass
 class RawData:
     """Examples and labels ``(N,)`` per original split, before fixing their size and before our split.
