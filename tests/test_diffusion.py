@@ -173,6 +173,29 @@ def test_samplers_recover_a_gaussian_target(objective, sampler: str, steps: int)
     assert samples.std().item() == pytest.approx(STD, abs=0.03)
 
 
+def two_point_denoiser(objective):
+    """The exact prediction for data that is -1 or +1 with equal odds: E[x0 | x_t] = tanh(signal * x_t / noise_variance)."""
+    def predict(x: torch.Tensor, t: torch.Tensor, x_self=None) -> torch.Tensor:
+        if isinstance(objective, RectifiedFlow):
+            return (x - torch.tanh(x * (1 - t) / t**2)) / t
+        alpha_bar = float(objective.alpha_bar[(t * objective.num_timesteps).round().long()])
+        clean = torch.tanh(x * math.sqrt(alpha_bar) / (1 - alpha_bar))
+        return (x - math.sqrt(alpha_bar) * clean) / math.sqrt(1 - alpha_bar)
+
+    return predict
+
+
+@pytest.mark.parametrize(
+    "objective, sampler", [(RectifiedFlow(), "euler"), (RectifiedFlow(), "heun"), (DDPM("cosine"), "ddim"), (DDPM("linear"), "ddpm")],
+)
+def test_a_projection_lands_every_sample_on_the_support(objective, sampler: str) -> None:
+    """Diffusion-LM's clamping: in four steps every sample ends exactly on one of the two points, half on each."""
+    noise = torch.randn(4000, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    projected = objective.sample(two_point_denoiser(objective), noise, 4, sampler, torch.Generator().manual_seed(1), project=torch.sign)
+    assert torch.equal(projected.abs(), torch.ones_like(projected))
+    assert (projected > 0).double().mean().item() == pytest.approx(0.5, abs=0.05)
+
+
 def test_time_shift_moves_training_times_towards_noise() -> None:
     """SD3's shift maps [0, 1] onto itself, keeps the ends and pushes the middle towards noise."""
     flow = RectifiedFlow(time_shift=3.0)

@@ -11,7 +11,8 @@ import torch
 
 from pipeline.data.image import ImageTensorDataset
 from pipeline.diffusion import LatentDataModule, file_digest
-from pipeline.tokenizer import VQVAE, ImageDecoder, ImageEncoder, ImageReconstruction, VectorQuantizer, save_tokenizer
+from pipeline.diffusion.generate import code_projection, decode_latents
+from pipeline.tokenizer import VQVAE, ImageDecoder, ImageEncoder, ImageReconstruction, VectorQuantizer, load_tokenizer, save_tokenizer
 
 
 class FakeImages:
@@ -125,3 +126,18 @@ def test_a_stale_cache_is_rebuilt(tmp_path: Path, change: str) -> None:
         assert np.array_equal(before, after)  # the same inputs encode to the same latents
     else:
         assert not np.array_equal(before, after)
+
+
+def test_code_projection_maps_normalized_latents_onto_normalized_codes(tmp_path: Path) -> None:
+    """What ``sample.snap_to_codes`` uses: idempotent, decodes like the unprojected latents, and lands on the codebook."""
+    tokenizer = load_tokenizer(write_tokenizer(tmp_path / "tokenizer.pt", seed=0)).eval()
+    mean, std = torch.randn(4), torch.rand(4) + 0.5
+    latents = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    project = code_projection(tokenizer, mean, std)
+    with torch.no_grad():
+        projected = project(latents)
+        assert torch.allclose(project(projected), projected, atol=1e-5)
+        assert torch.allclose(decode_latents(tokenizer, projected, mean, std), decode_latents(tokenizer, latents, mean, std), atol=1e-5)
+    codes = tokenizer.quantizer.codes_to_vectors(torch.arange(16).view(1, 16))[0]  # (16, 4) in tokenizer space
+    vectors = (projected * std.view(1, 4, 1, 1) + mean.view(1, 4, 1, 1)).permute(0, 2, 3, 1).reshape(-1, 4)
+    assert (vectors[:, None] - codes[None]).norm(dim=-1).min(dim=1).values.max() < 1e-5

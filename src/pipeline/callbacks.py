@@ -50,9 +50,13 @@ class SampleGrid(L.Callback):
     ``samples/grid``, so runs compare by eye (or ear) at equal steps.
     """
 
-    def __init__(self, media: Media, tokenizer: VQVAE, out_dir: str | Path, every_n_steps: int, per_class: int, steps: int, sampler: str | None, cfg_scale: float, seed: int) -> None:
+    def __init__(
+        self, media: Media, tokenizer: VQVAE, out_dir: str | Path, every_n_steps: int, per_class: int, steps: int, sampler: str | None,
+        cfg_scale: float, seed: int, snap_to_codes: bool = False,
+    ) -> None:
         self.media, self.tokenizer, self.out_dir, self.every_n_steps = media, tokenizer, Path(out_dir), every_n_steps
         self.per_class, self.steps, self.sampler, self.cfg_scale, self.seed = per_class, steps, sampler, cfg_scale, seed
+        self.snap_to_codes = snap_to_codes
         self.last_path: Path | None = None
         self.last_step = -1
 
@@ -73,7 +77,7 @@ class SampleGrid(L.Callback):
         self.tokenizer.to(pl_module.device)
         samples = self.media.to_data(generate(
             model, pl_module.objective, self.tokenizer, pl_module.latent_mean, pl_module.latent_std, labels, rows * self.per_class,
-            self.steps, self.sampler, self.cfg_scale, torch.Generator().manual_seed(self.seed),
+            self.steps, self.sampler, self.cfg_scale, torch.Generator().manual_seed(self.seed), snap_to_codes=self.snap_to_codes,
         ))
         grid_rows = list(samples.view(rows, self.per_class, *samples.shape[1:]))
         names = [f"class {c}" for c in range(rows)] if model.num_classes else ["unconditional"]

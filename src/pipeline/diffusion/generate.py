@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from pipeline.diffusion.dit import DiT
-from pipeline.diffusion.objectives import Objective, guided
+from pipeline.diffusion.objectives import Objective, Projection, guided
 from pipeline.tokenizer import VQVAE
 
 
@@ -17,11 +17,24 @@ def class_labels(num: int, num_classes: int) -> torch.Tensor | None:
     return (torch.arange(num) % num_classes).sort().values
 
 
+def _channel_view(stats: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return stats.to(like).view((1, -1) + (1,) * (like.ndim - 2))
+
+
 def decode_latents(tokenizer: VQVAE, latents: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """Normalized latents -> de-normalized -> nearest codes -> the tokenizer's decoder output."""
-    shape = (1, -1) + (1,) * (latents.ndim - 2)
-    z = latents * std.to(latents).view(shape) + mean.to(latents).view(shape)
+    z = latents * _channel_view(std, latents) + _channel_view(mean, latents)
     return tokenizer.decode(tokenizer.quantize(z).quantized)
+
+
+def code_projection(tokenizer: VQVAE, mean: torch.Tensor, std: torch.Tensor) -> Projection:
+    """Normalized latents -> the normalized vectors of their nearest codes (the sampler's ``project``)."""
+    def project(latents: torch.Tensor) -> torch.Tensor:
+        x = latents.to(next(tokenizer.parameters()).device)
+        mu, sigma = _channel_view(mean, x), _channel_view(std, x)
+        return ((tokenizer.quantize(x * sigma + mu).quantized - mu) / sigma).to(latents)
+
+    return project
 
 
 @torch.no_grad()
@@ -35,6 +48,7 @@ def sample_latents(
     cfg_scale: float = 1.0,
     generator: torch.Generator | None = None,
     batch_size: int = 256,
+    project: Projection | None = None,
 ) -> torch.Tensor:
     """``num`` normalized latents, in batches; the same generator gives the same samples."""
     dit = getattr(model, "module", model)
@@ -45,7 +59,7 @@ def sample_latents(
         noise = torch.randn((count, dit.in_channels, *dit.spatial), generator=generator).to(device)
         y = labels[start:start + count].to(device) if labels is not None else None
         denoiser = guided(dit, y, cfg_scale, dit.null_class)
-        out.append(objective.sample(denoiser, noise, steps, sampler, generator))
+        out.append(objective.sample(denoiser, noise, steps, sampler, generator, project))
     return torch.cat(out)
 
 
@@ -63,8 +77,13 @@ def generate(
     cfg_scale: float = 1.0,
     generator: torch.Generator | None = None,
     batch_size: int = 256,
+    snap_to_codes: bool = False,
 ) -> torch.Tensor:
-    """``num`` decoder outputs: images ``(N, C, H, W)`` or audio ``(N, 1, T)`` in [-1, 1], byte logits ``(N, 256, L)`` for text."""
-    latents = sample_latents(model, objective, labels, num, steps, sampler, cfg_scale, generator, batch_size)
+    """``num`` decoder outputs: images ``(N, C, H, W)`` or audio ``(N, 1, T)`` in [-1, 1], byte logits ``(N, 256, L)`` for text.
+
+    ``snap_to_codes`` projects the sampler's clean estimate onto the nearest codes at every step.
+    """
+    project = code_projection(tokenizer, mean, std) if snap_to_codes else None
+    latents = sample_latents(model, objective, labels, num, steps, sampler, cfg_scale, generator, batch_size, project)
     device = next(tokenizer.parameters()).device
     return torch.cat([decode_latents(tokenizer, chunk.to(device), mean, std) for chunk in latents.split(batch_size)])

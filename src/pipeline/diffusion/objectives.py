@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+Projection = Callable[[torch.Tensor], torch.Tensor]
 SELF_CONDITION_RATE = 0.5  # share of training examples that see the model's own estimate (Analog Bits)
 
 
@@ -66,7 +67,12 @@ class Objective:
         keep = torch.rand(x_t.shape[0], device=x_t.device) < SELF_CONDITION_RATE
         return estimate * _expand(keep, estimate)
 
-    def sample(self, denoiser: Denoiser, noise: torch.Tensor, steps: int, sampler: str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, denoiser: Denoiser, noise: torch.Tensor, steps: int, sampler: str | None = None,
+        generator: torch.Generator | None = None, project: Projection | None = None,
+    ) -> torch.Tensor:
+        """Latents from ``noise`` in ``steps`` steps. ``project`` maps every clean estimate onto the
+        data's support before the step uses it (Diffusion-LM's clamping: the nearest codes)."""
         raise NotImplementedError
 
     def check_sampler(self, sampler: str | None) -> str:
@@ -113,17 +119,29 @@ class RectifiedFlow(Objective):
         return x_t - _expand(t, x_t) * prediction
 
     @torch.no_grad()
-    def sample(self, denoiser: Denoiser, noise: torch.Tensor, steps: int, sampler: str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Integrate the ODE from t = 1 to 0 on a uniform grid, shifted by ``time_shift`` (Heun: 2 evaluations per step)."""
+    def sample(
+        self, denoiser: Denoiser, noise: torch.Tensor, steps: int, sampler: str | None = None,
+        generator: torch.Generator | None = None, project: Projection | None = None,
+    ) -> torch.Tensor:
+        """Integrate the ODE from t = 1 to 0 on a uniform grid, shifted by ``time_shift`` (Heun: 2 evaluations per step).
+
+        With ``project``, each velocity is replaced by the one pointing from the projected clean
+        estimate to ``x`` (a DDIM step towards it), and the last step is an Euler step, which lands on it.
+        """
         sampler = self.check_sampler(sampler)
         times = self.shift(torch.linspace(1.0, 0.0, steps + 1, device=noise.device))
+
+        def velocity_at(x: torch.Tensor, t: torch.Tensor, x_self: torch.Tensor | None) -> torch.Tensor:
+            velocity = denoiser(x, t, x_self)
+            return velocity if project is None else (x - project(self.clean_estimate(x, t, velocity))) / t
+
         x, x_self = noise, None
         for t, t_next in zip(times[:-1], times[1:]):
-            velocity = denoiser(x, t, x_self)
+            velocity = velocity_at(x, t, x_self)
             x_self = self.clean_estimate(x, t, velocity)
             x_euler = x + (t_next - t) * velocity
-            if sampler == "heun":
-                x = x + (t_next - t) * 0.5 * (velocity + denoiser(x_euler, t_next, x_self))
+            if sampler == "heun" and (project is None or t_next > 0):
+                x = x + (t_next - t) * 0.5 * (velocity + velocity_at(x_euler, t_next, x_self))
             else:
                 x = x_euler
         return x
@@ -172,7 +190,10 @@ class DDPM(Objective):
         return x0 if self.clip_denoised is None else x0.clamp(-self.clip_denoised, self.clip_denoised)
 
     @torch.no_grad()
-    def sample(self, denoiser: Denoiser, noise: torch.Tensor, steps: int, sampler: str | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, denoiser: Denoiser, noise: torch.Tensor, steps: int, sampler: str | None = None,
+        generator: torch.Generator | None = None, project: Projection | None = None,
+    ) -> torch.Tensor:
         """DDIM (deterministic) or ancestral DDPM on ``steps`` evenly respaced timesteps."""
         sampler = self.check_sampler(sampler)
         ks = torch.linspace(self.num_timesteps - 1, 0, steps).round().long().unique_consecutive().tolist()
@@ -182,8 +203,11 @@ class DDPM(Objective):
             alpha_bar_prev = float(self.alpha_bar[ks[i + 1]]) if i + 1 < len(ks) else 1.0
             eps = denoiser(x, torch.tensor(k / self.num_timesteps, device=x.device), x0)
             x0 = (x - math.sqrt(1 - alpha_bar) * eps) / math.sqrt(alpha_bar)
-            if self.clip_denoised is not None:
-                x0 = x0.clamp(-self.clip_denoised, self.clip_denoised)
+            if self.clip_denoised is not None or project is not None:
+                if self.clip_denoised is not None:
+                    x0 = x0.clamp(-self.clip_denoised, self.clip_denoised)
+                if project is not None:
+                    x0 = project(x0)
                 eps = (x - math.sqrt(alpha_bar) * x0) / math.sqrt(1 - alpha_bar)
             if sampler == "ddim":
                 x = math.sqrt(alpha_bar_prev) * x0 + math.sqrt(1 - alpha_bar_prev) * eps

@@ -58,7 +58,7 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
     loggers = build_loggers(cfg, run_dir, wandb_id)
     grid = SampleGrid(
         instantiate(cfg.modality.media), tokenizer, run_dir.samples, cfg.stage.grid_every_n_steps, cfg.stage.grid_per_class, cfg.stage.grid_steps,
-        cfg.sample.sampler, cfg.sample.cfg_scale, cfg.seed,
+        cfg.sample.sampler, cfg.sample.cfg_scale, cfg.seed, cfg.sample.snap_to_codes,
     )
     checkpoints = ModelCheckpoint(dirpath=str(run_dir.checkpoints), filename="step-{step}", save_last=True, save_top_k=1, monitor="val/loss", auto_insert_metric_name=False)
     trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints])

@@ -43,6 +43,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         report = {
             **scores, **prepared, **evaluator.notes(), "num_samples": num,
             "sampler": cfg.sample.sampler or generator.dit.objective.default_sampler, "steps": cfg.sample.steps, "cfg_scale": cfg.sample.cfg_scale,
+            "snap_to_codes": cfg.sample.snap_to_codes,
             "dit": str(generator.dit_path), "tokenizer": str(generator.tokenizer_path),
             "sampling_seconds_per_example": sample_seconds / num, "seconds": time.perf_counter() - start,
         }

@@ -27,6 +27,7 @@ class Generator:
         return generate(
             self.dit.model, self.dit.objective, self.tokenizer, self.dit.mean.to(self.device), self.dit.std.to(self.device), labels, num,
             cfg.sample.steps, cfg.sample.sampler, cfg.sample.cfg_scale, torch.Generator().manual_seed(seed), cfg.sample.batch_size,
+            cfg.sample.snap_to_codes,
         ).cpu()
 
 
