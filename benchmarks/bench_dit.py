@@ -6,8 +6,9 @@ input for every model. Each shape runs our DiT in every variant a user can pick 
 variant (extra information) and diffusers' DiT of the same depth, width, heads and patch. After a
 warm-up (which also compiles) every variant runs once per repeat, the order reversed every other
 repeat so load drift from other processes hits all alike; the headline is the median step time,
-turned into latents per second and into achieved FLOP/s against this machine's measured fp32
-matmul rate. ``PIPELINE_BENCH_QUICK=1`` shrinks everything to a smoke test (numbers meaningless).
+turned into latents per second and into achieved FLOP/s against this machine's fp32 matmul rate,
+a large square matmul timed inside the same rotation (the rate and the step times then share the
+machine's state: a rate taken once at the start made the share swing from 69% to 103% between runs). ``PIPELINE_BENCH_QUICK=1`` shrinks everything to a smoke test (numbers meaningless).
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ CONFIG: dict[str, Any] = {
     "warmup": 3,
     "repeats": 10,
     "matmul_size": 2048,
-    "matmul_repeats": 10,
     "shapes": {
         "S_8x8x4": _shape("S", channels=4, ours_size=8, theirs_size=8, batch=32),
         f"XS_mnist_{MNIST_CHANNELS}x{MNIST_SIZE}x{MNIST_SIZE}": _shape("XS", channels=MNIST_CHANNELS, ours_size=MNIST_SIZE, theirs_size=MNIST_SIZE + MNIST_SIZE % 2, batch=64),
@@ -67,19 +67,17 @@ CONFIG: dict[str, Any] = {
     "per-block copies of the timestep and label embedders, under 1% extra, are not counted)",
 }
 if QUICK:  # one thread: on a busy machine two-thread barriers stall every tiny op
-    CONFIG.update(threads=1, warmup=1, repeats=2, matmul_size=256, matmul_repeats=3)
+    CONFIG.update(threads=1, warmup=1, repeats=2, matmul_size=256)
     for shape in CONFIG["shapes"].values():
         shape.update(depth=1, hidden_size=64, num_heads=2, batch=2)
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # x, t in [0, 1], y, target
 
 
-def matmul_gflops(size: int, repeats: int) -> float:
-    """This machine's fp32 rate (GFLOP/s) on a square ``size``^3 matmul, median of repeats."""
+def matmul_step(size: int) -> Callable[[], None]:
+    """One fp32 ``size``^3 square matmul: 2 * size^3 FLOPs, timed beside the models for the machine's rate."""
     a, b = torch.randn(size, size), torch.randn(size, size)
-    for _ in range(2):
-        a @ b
-    return 2.0 * size**3 / statistics.median(time_s(lambda: a @ b) for _ in range(repeats)) / 1e9
+    return lambda: a @ b
 
 
 def ours_model(shape: dict[str, Any], **kwargs: Any) -> DiT:
@@ -144,9 +142,14 @@ def build_variants(shape: dict[str, Any]) -> dict[str, Variant]:
     return variants
 
 
-def bench_shape(shape: dict[str, Any], matmul_rate: float) -> dict[str, Any]:
-    """Warm up (a variant whose warm-up raises, e.g. a failed compile, is recorded and dropped), then time all."""
+MATMUL = "fp32_matmul"
+
+
+def bench_shape(shape: dict[str, Any]) -> dict[str, Any]:
+    """Warm up (a variant whose warm-up raises, e.g. a failed compile, is recorded and dropped), then time all
+    and the reference matmul in one rotation."""
     variants, errors = build_variants(shape), {}
+    variants[MATMUL] = Variant(matmul_step(CONFIG["matmul_size"]), 0, 0)
     for name, variant in list(variants.items()):
         try:
             for _ in range(CONFIG["warmup"]):
@@ -160,6 +163,8 @@ def bench_shape(shape: dict[str, Any], matmul_rate: float) -> dict[str, Any]:
         for name in order if repeat % 2 == 0 else reversed(order):
             samples[name].append(time_s(variants[name].step))
 
+    matmul_samples = samples.pop(MATMUL)
+    matmul_rate = 2.0 * CONFIG["matmul_size"] ** 3 / statistics.median(matmul_samples) / 1e9
     timings = {}
     for name, values in samples.items():
         median, variant = statistics.median(values), variants[name]
@@ -171,6 +176,8 @@ def bench_shape(shape: dict[str, Any], matmul_rate: float) -> dict[str, Any]:
     best = max((n for n in timings if n.startswith("ours_") and "rmsnorm" not in n), key=lambda n: timings[n]["latents_per_s"])
     theirs = timings["diffusers_eager_default"]["latents_per_s"]
     return {
+        "matmul_gflops": matmul_rate,
+        "matmul_samples_s": matmul_samples,
         "variants": timings,
         "errors": errors,
         "best_ours": best,
@@ -183,13 +190,13 @@ def bench_shape(shape: dict[str, Any], matmul_rate: float) -> dict[str, Any]:
 def main(out_dir: Path) -> dict[str, Any]:
     """Time every variant in both shapes; ``out_dir`` is unused (everything goes in the JSON)."""
     torch.set_num_threads(CONFIG["threads"])
-    rate = matmul_gflops(CONFIG["matmul_size"], CONFIG["matmul_repeats"])
-    shapes = {name: bench_shape(shape, rate) for name, shape in CONFIG["shapes"].items()}
-    results = {"matmul_gflops": rate, "load_average_end": list(os.getloadavg()), "shapes": shapes}
+    shapes = {name: bench_shape(shape) for name, shape in CONFIG["shapes"].items()}
+    results = {"load_average_end": list(os.getloadavg()), "shapes": shapes}
 
-    summary: dict[str, Any] = {"fp32 matmul rate (GFLOP/s)": rate}
+    summary: dict[str, Any] = {}
     for name, r in shapes.items():
         best, v = r["best_ours"], r["variants"]
+        summary[f"{name}: fp32 matmul rate in the same rotation (GFLOP/s)"] = r["matmul_gflops"]
         summary[f"{name}: ours best variant"] = best
         summary[f"{name}: ours (latents/s)"] = v[best]["latents_per_s"]
         summary[f"{name}: diffusers (latents/s)"] = v["diffusers_eager_default"]["latents_per_s"]
