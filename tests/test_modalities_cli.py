@@ -66,7 +66,7 @@ def test_stage_one_logs_the_modality_metrics_and_writes_its_media(runs: Modality
 def test_tokenizer_file_describes_a_1d_latent_sequence(runs: ModalityRuns) -> None:
     tokenizer = load_tokenizer(runs.vqvae / "tokenizer.pt")
     meta = tokenizer.tokenizer_metadata
-    dim, length = {"audio": (8, 1024 // 32), "text": (8, 64 // 2)}[runs.modality]  # vqvae=small: audio x32 to 8 channels, text x2 to 8
+    dim, length = {"audio": (4, 1024 // 16), "text": (8, 64 // 2)}[runs.modality]  # vqvae=small: audio x16 to 4 channels, text x2 to 8
     assert meta["modality"] == runs.modality and meta["latent_shape"] == [dim, length]
     example = torch.zeros(2, 1, 1024) if runs.modality == "audio" else torch.full((2, 64), 65, dtype=torch.long)
     quantized = tokenizer.quantize(tokenizer.encode(example))
@@ -77,7 +77,7 @@ def test_tokenizer_file_describes_a_1d_latent_sequence(runs: ModalityRuns) -> No
 def test_stage_two_trains_a_dit_on_the_latent_sequence(runs: ModalityRuns) -> None:
     record = json.loads((runs.dit / "run.json").read_text())
     cache = Path(record["latent_cache"])
-    shape = {"audio": (1, 8, 32), "text": (1, 8, 32)}[runs.modality]  # views, channels, latents
+    shape = {"audio": (1, 4, 64), "text": (1, 8, 32)}[runs.modality]  # views, channels, latents
     assert np.load(cache / "train_latents.npy", mmap_mode="r").shape[1:] == shape
     suffix = {"audio": ".png", "text": ".txt"}[runs.modality]
     assert (runs.dit / "samples" / f"step000004{suffix}").is_file() and (runs.dit / "dit.pt").is_file()
