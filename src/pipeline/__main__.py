@@ -7,7 +7,9 @@ import re
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
@@ -40,11 +42,19 @@ def _config_error_line(err: Exception) -> str:
     return first
 
 
+def check_launch(cfg: DictConfig) -> None:
+    """Refuse what only the launch mode makes wrong: Lightning's ``ddp`` starts ranks by re-running
+    ``sys.argv``, which under ``--multirun`` would run the whole sweep again in every rank."""
+    if HydraConfig.get().mode == RunMode.MULTIRUN and cfg.strategy.name == "ddp":
+        raise UserError("--multirun with strategy=ddp would run the whole sweep again in every rank Lightning starts: use strategy=ddp_spawn for sweeps")
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     from pipeline.run import run
 
     try:
+        check_launch(cfg)
         results = run(cfg)
     except UserError as err:
         _fail(str(err))

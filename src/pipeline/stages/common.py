@@ -21,6 +21,7 @@ from pipeline.config import flat_config
 from pipeline.diffusion.objectives import Objective
 from pipeline.errors import UserError, one_line
 from pipeline.rundir import RunDir, config_hash, find_resume
+from pipeline.strategies import build_strategy
 from pipeline.tokenizer import VQVAE
 
 # .hydra/ is already in the run directory when the CSV logger starts; it only ever replaces its own files.
@@ -115,7 +116,8 @@ def build_trainer(cfg: DictConfig, run_dir: RunDir, loggers: list[Logger], callb
         callbacks=[*callbacks, progress, LearningRateMonitor(logging_interval="step")] if loggers else [*callbacks, progress],
         enable_progress_bar=isinstance(progress, RichProgressBar),
         default_root_dir=str(run_dir.path),
-        strategy=cfg.strategy.name,
+        strategy=build_strategy(cfg),
+        use_distributed_sampler=False,  # the data modules shard each global batch themselves (pipeline.data.sampling)
     )
 
 
