@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import cli_env, run_cli
 from pipeline.diffusion import load_dit
 from pipeline.tokenizer import load_tokenizer
 
@@ -71,3 +73,19 @@ def test_stage_two_trains_over_two_ranks_on_the_ddp_tokenizer(single_and_ddp: tu
     assert record["status"] == "finished" and record["step"] == 6 and record["world_size"] == 2
     assert load_dit(run_dir / "dit.pt").metadata["step"] == 6
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["global_step"] == 6
+
+
+@pytest.mark.slow  # 30 s on 2 cores
+@pytest.mark.timeout(600)
+def test_torchrun_starts_the_ranks_and_they_share_one_run(tmp_path: Path) -> None:
+    """The README's torchrun command on CPU: torchrun starts both ranks; they agree on one run directory."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "pipeline", "stage=vqvae", f"paths.root={tmp_path}", *SMALL, *DDP, "trainer.max_steps=4"],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir,) = _runs(tmp_path, "vqvae")
+    assert run_dir.name.startswith("torchrun-")
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "finished" and record["world_size"] == 2 and record["codebooks_identical_across_ranks"] is True

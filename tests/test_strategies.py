@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import compose_config, run_cli
+from pipeline.config import RUN_NAME_ENV, launch_stamp
 from pipeline.data.sampling import GlobalBatchSampler
 from pipeline.errors import UserError
 from pipeline.strategies import build_strategy, check_strategy, device_batch, for_devices, precision, world_size
@@ -131,3 +132,22 @@ def test_strategy_mistakes_exit_2_with_one_line_before_any_run_starts(tmp_path: 
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(error_lines) == 1 and expected in error_lines[0], result.stderr[-2000:]
     assert not list(tmp_path.rglob("run.json")) and not list(tmp_path.rglob("*.ckpt"))  # refused before any run started
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"TORCHELASTIC_RUN_ID": "abc", "WORLD_SIZE": "4"}, "torchrun-abc"),
+        ({"SLURM_JOB_ID": "123", "SLURM_NTASKS": "16"}, "slurm-123"),
+        ({"SLURM_JOB_ID": "123", "SLURM_NTASKS": "1"}, None),  # one task: a timestamp
+    ],
+)
+def test_ranks_an_outside_launcher_starts_share_its_id_as_run_name(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str | None) -> None:
+    for key in (RUN_NAME_ENV, "TORCHELASTIC_RUN_ID", "WORLD_SIZE", "SLURM_JOB_ID", "SLURM_NTASKS"):
+        monkeypatch.setenv(key, "")  # recorded, so what launch_stamp sets is undone after the test
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    name = launch_stamp("RUN", None)
+    assert name == expected if expected else name[:2] == "20" and len(name) == len("2026-11-30_06-31-44")
+    assert launch_stamp("RUN", None) == name  # fixed for the rest of the launch
