@@ -120,7 +120,6 @@ def test_each_strategy_config_builds_its_lightning_strategy(tmp_path: Path) -> N
     [
         (["strategy=fsdp", "trainer.accelerator=cpu"], "strategy=fsdp shards over GPUs (NCCL) and does not run on CPU: use strategy=ddp here (gloo)"),
         (["strategy=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.batch_size=31"], "data.batch_size=31 is the global batch and must split evenly over 2 devices"),
-        (["trainer.precision=half"], "trainer.precision=half is not a precision; valid:"),
         (["strategy=horovod"], "unknown strategy option 'horovod'; valid: auto, ddp, ddp_spawn, deepspeed, fsdp"),
         (["--multirun", "strategy=ddp", "seed=1,2"], "--multirun with strategy=ddp would run the whole sweep again in every rank Lightning starts: use strategy=ddp_spawn"),
     ],

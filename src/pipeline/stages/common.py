@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from omegaconf import DictConfig
 
 from pipeline.callbacks import PlainProgress, interactive_terminal
+from pipeline.checkpoint_io import AtomicCheckpointIO
 from pipeline.config import flat_config
 from pipeline.diffusion.objectives import Objective
 from pipeline.errors import UserError, one_line
@@ -117,6 +118,7 @@ def build_trainer(cfg: DictConfig, run_dir: RunDir, loggers: list[Logger], callb
         enable_progress_bar=isinstance(progress, RichProgressBar),
         default_root_dir=str(run_dir.path),
         strategy=build_strategy(cfg),
+        plugins=[] if cfg.strategy.name == "deepspeed" else [AtomicCheckpointIO()],  # DeepSpeed writes its own checkpoint folders
         use_distributed_sampler=False,  # the data modules shard each global batch themselves (pipeline.data.sampling)
     )
 
