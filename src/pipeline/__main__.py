@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -15,7 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import config_dir, register_resolvers
 from pipeline.detect import modality_override
-from pipeline.errors import UserError
+from pipeline.errors import Interrupted, UserError
 
 CONFIG_DIR = config_dir()
 USER_ERROR_EXIT = 2
@@ -58,7 +59,17 @@ def _hydra_main(cfg: DictConfig) -> None:
         results = run(cfg)
     except UserError as err:
         _fail(str(err))
+    except Interrupted as err:
+        if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
+            print(f"{err}; continue with: {resume_command(sys.argv, err.checkpoint.parents[1])}", file=sys.stderr, flush=True)
+        sys.exit(err.exit_status)
     print_summary(results)
+
+
+def resume_command(argv: list[str], run_dir: Path) -> str:
+    """The command line that continues ``run_dir``: this one, with ``resume=`` pointing at it."""
+    kept = [arg for arg in argv[1:] if not arg.startswith("resume=")]
+    return " ".join(["python -m pipeline", *kept, f"resume={run_dir}"])
 
 
 def print_summary(results: dict) -> None:

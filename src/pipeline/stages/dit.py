@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from pipeline.callbacks import SampleGrid
 from pipeline.diffusion import DiffusionModule, DiT, LatentDataModule, save_dit
 from pipeline.errors import UserError
+from pipeline.interrupts import CheckpointOnSignal
 from pipeline.rundir import RunDir
 from pipeline.strategies import for_devices
 from pipeline.stages.common import (
@@ -63,10 +64,11 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
         cfg.sample.sampler, cfg.sample.cfg_scale, cfg.seed, cfg.sample.snap_to_codes,
     )
     checkpoints = ModelCheckpoint(dirpath=str(run_dir.checkpoints), filename="step-{step}", save_last=True, save_top_k=1, monitor="val/loss", auto_insert_metric_name=False)
-    trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints])
+    stop = CheckpointOnSignal(run_dir.checkpoints / "last.ckpt")
+    trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints, stop])
     if trainer.is_global_zero:
         record_start(cfg, run_dir, loggers, wandb_id, tokenizer=str(tokenizer_path), resumed_from=str(ckpt_path) if ckpt_path else None)
-    with tracked(run_dir, loggers, trainer.is_global_zero):
+    with tracked(run_dir, loggers, trainer.is_global_zero, stop):
         fit_and_validate(cfg, trainer, module, latents, ckpt_path)
         metrics = scalar_metrics(trainer.callback_metrics)
         result = _finish(cfg, trainer, module, latents, tokenizer_path, run_dir, grid, metrics)

@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from pipeline.callbacks import ReconstructionGrid
+from pipeline.interrupts import CheckpointOnSignal
 from pipeline.rundir import RunDir
 from pipeline.strategies import for_devices
 from pipeline.stages.common import (
@@ -34,10 +35,11 @@ def train_vqvae(cfg: DictConfig) -> dict[str, Any]:
         dirpath=str(run_dir.checkpoints), filename="best-{step}", monitor="val/rec_loss", mode="min", save_last=True, save_top_k=1,
         auto_insert_metric_name=False,
     )
-    trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints])
+    stop = CheckpointOnSignal(run_dir.checkpoints / "last.ckpt")
+    trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints, stop])
     if trainer.is_global_zero:
         record_start(cfg, run_dir, loggers, wandb_id, resumed_from=str(ckpt_path) if ckpt_path else None)
-    with tracked(run_dir, loggers, trainer.is_global_zero):
+    with tracked(run_dir, loggers, trainer.is_global_zero, stop):
         fit_and_validate(cfg, trainer, model, datamodule, ckpt_path)
         metrics = scalar_metrics(trainer.callback_metrics)
         trainer.test(model, datamodule=datamodule, verbose=False)
