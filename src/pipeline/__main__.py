@@ -5,15 +5,18 @@ from __future__ import annotations
 import os
 import re
 import sys
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import config_dir, register_resolvers
 from pipeline.detect import modality_override
-from pipeline.errors import UserError
+from pipeline.errors import Interrupted, UserError
 
 CONFIG_DIR = config_dir()
 USER_ERROR_EXIT = 2
@@ -40,15 +43,33 @@ def _config_error_line(err: Exception) -> str:
     return first
 
 
+def check_launch(cfg: DictConfig) -> None:
+    """Refuse what only the launch mode makes wrong: Lightning's ``ddp`` starts ranks by re-running
+    ``sys.argv``, which under ``--multirun`` would run the whole sweep again in every rank."""
+    if HydraConfig.get().mode == RunMode.MULTIRUN and cfg.strategy.name == "ddp":
+        raise UserError("--multirun with strategy=ddp would run the whole sweep again in every rank Lightning starts: use strategy=ddp_spawn for sweeps")
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     from pipeline.run import run
 
     try:
+        check_launch(cfg)
         results = run(cfg)
     except UserError as err:
         _fail(str(err))
+    except Interrupted as err:
+        if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
+            print(f"{err}; continue with: {resume_command(sys.argv, err.checkpoint.parents[1])}", file=sys.stderr, flush=True)
+        sys.exit(err.exit_status)
     print_summary(results)
+
+
+def resume_command(argv: list[str], run_dir: Path) -> str:
+    """The command line that continues ``run_dir``: this one, with ``resume=`` pointing at it."""
+    kept = [arg for arg in argv[1:] if not arg.startswith("resume=")]
+    return " ".join(["python -m pipeline", *kept, f"resume={run_dir}"])
 
 
 def print_summary(results: dict) -> None:

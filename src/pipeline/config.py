@@ -28,14 +28,26 @@ def launch_stamp(mode: Any = None, job_num: Any = None) -> str:
     """A timestamp fixed once per launch and shared by every process it starts.
 
     The first process to resolve it stores it in the environment; processes that a launcher
-    (DDP) starts later inherit it, so all ranks agree on one run directory. Under
-    ``--multirun`` the job number is appended, so sweep jobs never share a directory.
+    (Lightning's DDP) starts later inherit it, so all ranks agree on one run directory. Ranks that
+    an outside launcher started side by side (torchrun, SLURM's srun) cannot inherit it: they
+    share the launcher's id instead (``torchrun-<run id>``, ``slurm-<job id>``), unless
+    ``run_name=`` is given. Under ``--multirun`` the job number is appended, so sweep jobs never
+    share a directory.
     """
-    stamp = os.environ.get(RUN_NAME_ENV)
+    stamp = os.environ.get(RUN_NAME_ENV) or _outside_launcher_id()
     if not stamp:
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-        os.environ[RUN_NAME_ENV] = stamp
+    os.environ[RUN_NAME_ENV] = stamp
     return f"{stamp}_{job_num}" if str(mode) == "RunMode.MULTIRUN" or str(mode) == "MULTIRUN" else stamp
+
+
+def _outside_launcher_id() -> str | None:
+    """The id every rank of a torchrun or multi-task SLURM launch shares, or None outside one."""
+    if "TORCHELASTIC_RUN_ID" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"torchrun-{os.environ['TORCHELASTIC_RUN_ID']}"
+    if "SLURM_JOB_ID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        return f"slurm-{os.environ['SLURM_JOB_ID']}"
+    return None
 
 
 def coalesce(*values: Any) -> Any:

@@ -1,4 +1,8 @@
-"""Errors a user can cause. The entry point turns each into one line on stderr and exit status 2."""
+"""Errors a user can cause, and a run stopped on a signal. The entry point turns each into one line on
+stderr: exit status 2 for a :class:`UserError`, the shell's status for the signal for :class:`Interrupted`."""
+
+import signal
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -9,3 +13,15 @@ def one_line(err: BaseException, limit: int = 160) -> str:
     """``Type: first line of the message`` (or just ``Type``), for one-line reports."""
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0][:limit]}" if text else type(err).__name__
+
+
+class Interrupted(Exception):
+    """A run stopped on a signal after saving its checkpoint (:mod:`pipeline.interrupts`)."""
+
+    def __init__(self, signal_name: str, step: int, checkpoint: Path) -> None:
+        super().__init__(f"interrupted by {signal_name} at step {step}: checkpoint {checkpoint}")
+        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + int(getattr(signal, self.signal_name))

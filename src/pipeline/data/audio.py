@@ -153,12 +153,14 @@ class AudioDataModule(DataModule):
         seed: int = 0,
         data_dir: str = "data",
         how_to_fix: str = "point data.path at a folder of WAV files with one subfolder per class",
+        shuffle: bool = True,
     ) -> None:
         super().__init__(
             name, modality, hub_id, label_column, offline, path, num_classes, batch_size, num_workers, val_size, test_size,
             hub_timeout, seed, data_dir, how_to_fix,
             spec=dict(audio_column=audio_column, sample_rate=sample_rate, clip_length=clip_length, peak_normalize=peak_normalize,
                       synthetic_per_class=synthetic_per_class),
+            shuffle=shuffle,
         )
 
     def sources(self) -> list[tuple[str, Callable[[], RawData]]]:

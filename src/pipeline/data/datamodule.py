@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.data.prepare import prepare, prepared_record
+from pipeline.data.sampling import train_loader
 from pipeline.data.sources import RawData
 from pipeline.errors import UserError
 
@@ -35,13 +36,14 @@ class DataModule(L.LightningDataModule, ABC):
         offline: the offline source tried after the hub (each modality names its own).
         path: local files to import instead of any other source.
         num_classes: label count (for class-conditional models; 0 for unlabelled data).
-        batch_size, num_workers: the loaders'.
+        batch_size, num_workers: the loaders' (``batch_size`` per device: the stages derive it from the global batch).
         val_size, test_size: examples held out (text: documents); test comes from the source's own test split when it has one.
         hub_timeout: seconds for the hub probe before falling back.
         seed: seeds the split (and the synthetic sources).
         data_dir: where prepared data sets live.
         how_to_fix: the hint appended when no source works.
         spec: the subclass's own settings; they join the common ones in :attr:`spec`, which keys the prepared folder.
+        shuffle: a new training order every epoch (seeded by ``seed`` and the epoch); off: the stored order.
     """
 
     column: str = ""  # the stored examples' column: "image", "audio" or "text"
@@ -49,7 +51,7 @@ class DataModule(L.LightningDataModule, ABC):
     def __init__(
         self, name: str, modality: str, hub_id: str | None, label_column: str, offline: str | None, path: str | None,
         num_classes: int, batch_size: int, num_workers: int, val_size: int, test_size: int, hub_timeout: float, seed: int,
-        data_dir: str, how_to_fix: str, spec: dict[str, Any],
+        data_dir: str, how_to_fix: str, spec: dict[str, Any], shuffle: bool = True,
     ) -> None:
         super().__init__()
         if val_size < 1 or test_size < 1:
@@ -57,7 +59,7 @@ class DataModule(L.LightningDataModule, ABC):
         if modality != self.column:
             raise UserError(f"data={name} sets modality={modality}, but {type(self).__name__} serves {self.column}")
         self.name, self.modality, self.num_classes = name, modality, num_classes
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers, self.shuffle, self.seed = batch_size, num_workers, shuffle, seed
         self.data_dir, self.how_to_fix = Path(data_dir), how_to_fix
         self.spec: dict[str, Any] = dict(
             hub_id=hub_id, label_column=label_column, offline=offline, path=str(Path(path).expanduser().resolve()) if path else None,
@@ -100,21 +102,18 @@ class DataModule(L.LightningDataModule, ABC):
     def source_record(self) -> dict[str, Any]:
         return prepared_record(self.prepared_dir) or {}
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.splits[split], batch_size=self.batch_size, shuffle=shuffle, drop_last=shuffle,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-        )
+    def _loader(self, split: str) -> DataLoader:
+        return DataLoader(self.splits[split], batch_size=self.batch_size, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         check_one_batch(len(self.splits["train"]), self.batch_size, f"data={self.name}")
-        return self._loader("train", shuffle=True)
+        return train_loader(self.splits["train"], self.batch_size, self.trainer, self.shuffle, self.seed, self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
 
 def check_one_batch(examples: int, batch_size: int, what: str) -> None:

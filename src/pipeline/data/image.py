@@ -89,11 +89,13 @@ class ImageDataModule(DataModule):
         seed: int = 0,
         data_dir: str = "data",
         how_to_fix: str = "point data.path at local files",
+        shuffle: bool = True,
     ) -> None:
         super().__init__(
             name, modality, hub_id, label_column, offline, path, num_classes, batch_size, num_workers, val_size, test_size,
             hub_timeout, seed, data_dir, how_to_fix,
             spec=dict(image_column=image_column, csv_label=csv_label, size=size, channels=channels, synthetic_per_class=synthetic_per_class),
+            shuffle=shuffle,
         )
         self.hflip = hflip
 

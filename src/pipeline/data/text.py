@@ -171,11 +171,13 @@ class TextDataModule(DataModule):
         seed: int = 0,
         data_dir: str = "data",
         how_to_fix: str = "point data.path at a UTF-8 text file",
+        shuffle: bool = True,
     ) -> None:
         super().__init__(
             name, modality, hub_id, label_column, offline, path, num_classes, batch_size, num_workers, val_size, test_size,
             hub_timeout, seed, data_dir, how_to_fix,
             spec=dict(text_column=text_column, seq_length=seq_length, synthetic_documents=synthetic_documents),
+            shuffle=shuffle,
         )
 
     def sources(self) -> list[tuple[str, Callable[[], RawData]]]:

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.data.datamodule import check_one_batch
+from pipeline.data.sampling import train_loader
 from pipeline.fileio import write_json
 from pipeline.tokenizer import VQVAE, load_tokenizer
 
@@ -137,13 +138,18 @@ class LatentDataModule(L.LightningDataModule):
         data: the :class:`~pipeline.data.DataModule` (any modality) whose examples the tokenizer encodes.
         tokenizer_path: the frozen tokenizer; its file digest names the cache folder.
         cache_root: ``outputs/<data>/latents``.
+        batch_size: per device (the stage derives it from the global batch).
         hflip: also encode horizontal flips (from ``data.hflip``).
+        shuffle, seed: the training order (:func:`~pipeline.data.sampling.train_loader`).
     """
 
-    def __init__(self, data: L.LightningDataModule, tokenizer_path: str | Path, cache_root: str | Path, batch_size: int, hflip: bool = False, num_workers: int = 0) -> None:
+    def __init__(
+        self, data: L.LightningDataModule, tokenizer_path: str | Path, cache_root: str | Path, batch_size: int, hflip: bool = False, num_workers: int = 0,
+        shuffle: bool = True, seed: int = 0,
+    ) -> None:
         super().__init__()
         self.data, self.tokenizer_path = data, Path(tokenizer_path)
-        self.batch_size, self.hflip, self.num_workers = batch_size, hflip, num_workers
+        self.batch_size, self.hflip, self.num_workers, self.shuffle, self.seed = batch_size, hflip, num_workers, shuffle, seed
         self.tokenizer_id = file_digest(self.tokenizer_path)
         self.cache_dir = Path(cache_root) / self.tokenizer_id
         self.meta: dict[str, Any] = {}
@@ -180,7 +186,7 @@ class LatentDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         check_one_batch(len(self.splits["train"]), self.batch_size, f"the latent cache {self.cache_dir}")
-        return DataLoader(self.splits["train"], batch_size=self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return train_loader(self.splits["train"], self.batch_size, self.trainer, self.shuffle, self.seed, self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.splits["val"], batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)

@@ -62,9 +62,15 @@ class DiffusionModule(L.LightningModule):
             self.latent_std.copy_(stats[1])
 
     def on_fit_start(self) -> None:
-        """Compile if asked, here because the model is on its device only now (the trial compile runs there)."""
+        """Compile if asked, here because the model is on its device only now (the trial compile runs there).
+
+        And give each rank its own noise and times (rank 0 keeps the stream a single process would
+        draw): with one seed everywhere, every rank would noise its share of the batch identically.
+        """
         if self.hparams.compile and not self.compiled:
             self.compiled = compile_in_place(self.model)
+        if self.global_rank > 0:
+            torch.manual_seed(torch.initial_seed() + self.global_rank)
 
     def drop_labels(self, y: torch.Tensor) -> torch.Tensor | None:
         if self.model.num_classes == 0:
@@ -75,7 +81,7 @@ class DiffusionModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         latents, labels = batch
         loss = self.objective.loss(self.model, latents, self.drop_labels(labels))
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # the global batch's mean
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -14,13 +14,17 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from pipeline.callbacks import PlainProgress, interactive_terminal
+from pipeline.checkpoint_io import AtomicCheckpointIO
 from pipeline.config import flat_config
 from pipeline.diffusion.objectives import Objective
 from pipeline.errors import UserError, one_line
+from pipeline.interrupts import CheckpointOnSignal
 from pipeline.rundir import RunDir, config_hash, find_resume
+from pipeline.strategies import build_strategy
 from pipeline.tokenizer import VQVAE
 
 # .hydra/ is already in the run directory when the CSV logger starts; it only ever replaces its own files.
@@ -115,7 +119,9 @@ def build_trainer(cfg: DictConfig, run_dir: RunDir, loggers: list[Logger], callb
         callbacks=[*callbacks, progress, LearningRateMonitor(logging_interval="step")] if loggers else [*callbacks, progress],
         enable_progress_bar=isinstance(progress, RichProgressBar),
         default_root_dir=str(run_dir.path),
-        strategy=cfg.strategy.name,
+        strategy=build_strategy(cfg),
+        plugins=[] if cfg.strategy.name == "deepspeed" else [AtomicCheckpointIO()],  # DeepSpeed writes its own checkpoint folders
+        use_distributed_sampler=False,  # the data modules shard each global batch themselves (pipeline.data.sampling)
     )
 
 
@@ -151,10 +157,18 @@ def finish_loggers(loggers: list[Logger]) -> None:
 
 
 @contextmanager
-def tracked(run_dir: RunDir, loggers: list[Logger], is_global_zero: bool = True) -> Iterator[None]:
-    """Mark ``run.json`` failed, with the error, when the block raises; close the loggers either way."""
+def tracked(run_dir: RunDir, loggers: list[Logger], is_global_zero: bool = True, stop: CheckpointOnSignal | None = None) -> Iterator[None]:
+    """Mark ``run.json`` failed, with the error, when the block raises, or interrupted when ``stop``
+    saved a checkpoint on a signal (raising :class:`Interrupted`); close the loggers either way."""
     try:
         yield
+    except SIGTERMException:
+        interrupted = stop.interrupted() if stop is not None else None
+        if interrupted is None:
+            raise
+        if is_global_zero:
+            run_dir.update(status="interrupted", step=interrupted.step, signal=interrupted.signal_name, checkpoint=str(interrupted.checkpoint))
+        raise interrupted from None
     except BaseException as err:
         if is_global_zero:
             run_dir.update(status="failed", error=f"{type(err).__name__}: {err}"[:500])

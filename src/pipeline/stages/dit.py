@@ -14,7 +14,9 @@ from omegaconf import DictConfig
 from pipeline.callbacks import SampleGrid
 from pipeline.diffusion import DiffusionModule, DiT, LatentDataModule, save_dit
 from pipeline.errors import UserError
+from pipeline.interrupts import CheckpointOnSignal
 from pipeline.rundir import RunDir
+from pipeline.strategies import for_devices
 from pipeline.stages.common import (
     build_loggers, build_trainer, checked_sampler, fit_and_validate, latest_output, record_start, scalar_metrics, start_run, tracked, wandb_run_path,
 )
@@ -45,6 +47,7 @@ def build_module(cfg: DictConfig, tokenizer: VQVAE) -> DiffusionModule:
 
 def train_dit(cfg: DictConfig) -> dict[str, Any]:
     """Encode the data once, train the DiT, save ``dit.pt`` (EMA weights) and a final sample grid."""
+    cfg = for_devices(cfg)
     checked_sampler(instantiate(cfg.objective), cfg.sample.sampler)  # the sample grids use it: refuse it now, not 500 steps in
     tokenizer_path = latest_output(cfg, "vqvae", "tokenizer.pt", "tokenizer_ckpt")
     tokenizer = load_matching_tokenizer(cfg, tokenizer_path)
@@ -52,7 +55,7 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
     run_dir, ckpt_path, wandb_id = start_run(cfg)
     latents = LatentDataModule(
         instantiate(cfg.data), tokenizer_path, Path(cfg.paths.output_dir).resolve() / cfg.data.name / "latents",
-        batch_size=cfg.data.batch_size, hflip=cfg.modality.hflip, num_workers=cfg.data.num_workers,
+        batch_size=cfg.data.batch_size, hflip=cfg.modality.hflip, num_workers=cfg.data.num_workers, shuffle=cfg.data.shuffle, seed=cfg.seed,
     )
     module = build_module(cfg, tokenizer)
     loggers = build_loggers(cfg, run_dir, wandb_id)
@@ -61,10 +64,11 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
         cfg.sample.sampler, cfg.sample.cfg_scale, cfg.seed, cfg.sample.snap_to_codes,
     )
     checkpoints = ModelCheckpoint(dirpath=str(run_dir.checkpoints), filename="step-{step}", save_last=True, save_top_k=1, monitor="val/loss", auto_insert_metric_name=False)
-    trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints])
+    stop = CheckpointOnSignal(run_dir.checkpoints / "last.ckpt")
+    trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints, stop])
     if trainer.is_global_zero:
         record_start(cfg, run_dir, loggers, wandb_id, tokenizer=str(tokenizer_path), resumed_from=str(ckpt_path) if ckpt_path else None)
-    with tracked(run_dir, loggers, trainer.is_global_zero):
+    with tracked(run_dir, loggers, trainer.is_global_zero, stop):
         fit_and_validate(cfg, trainer, module, latents, ckpt_path)
         metrics = scalar_metrics(trainer.callback_metrics)
         result = _finish(cfg, trainer, module, latents, tokenizer_path, run_dir, grid, metrics)
@@ -85,6 +89,7 @@ def _finish(
         run_dir.update(
             status="finished", metrics=metrics, step=trainer.global_step, dit=str(dit_path), checkpoint=str(run_dir.checkpoints / "last.ckpt"),
             latent_cache=str(latents.cache_dir), sample_grid=str(grid.last_path) if grid.last_path else None, compiled=module.compiled,
+            world_size=trainer.world_size, global_batch_size=cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches,
         )
         run_dir.mark_latest()
     return {

@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from pipeline.callbacks import ReconstructionGrid
+from pipeline.interrupts import CheckpointOnSignal
 from pipeline.rundir import RunDir
+from pipeline.strategies import for_devices
 from pipeline.stages.common import (
     build_loggers, build_trainer, fit_and_validate, record_start, scalar_metrics, start_run, tokenizer_latent_shape, tracked,
     wandb_run_path,
@@ -20,6 +23,7 @@ from pipeline.tokenizer import VQVAE, save_tokenizer
 
 def train_vqvae(cfg: DictConfig) -> dict[str, Any]:
     """Train the tokenizer; returns final metrics and where everything went."""
+    cfg = for_devices(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model: VQVAE = instantiate(cfg.vqvae)
     latent_shape = tokenizer_latent_shape(cfg, model)  # refuses shapes the tokenizer cannot take before any file is written
@@ -31,10 +35,11 @@ def train_vqvae(cfg: DictConfig) -> dict[str, Any]:
         dirpath=str(run_dir.checkpoints), filename="best-{step}", monitor="val/rec_loss", mode="min", save_last=True, save_top_k=1,
         auto_insert_metric_name=False,
     )
-    trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints])
+    stop = CheckpointOnSignal(run_dir.checkpoints / "last.ckpt")
+    trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints, stop])
     if trainer.is_global_zero:
         record_start(cfg, run_dir, loggers, wandb_id, resumed_from=str(ckpt_path) if ckpt_path else None)
-    with tracked(run_dir, loggers, trainer.is_global_zero):
+    with tracked(run_dir, loggers, trainer.is_global_zero, stop):
         fit_and_validate(cfg, trainer, model, datamodule, ckpt_path)
         metrics = scalar_metrics(trainer.callback_metrics)
         trainer.test(model, datamodule=datamodule, verbose=False)
@@ -43,11 +48,21 @@ def train_vqvae(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
+def codebooks_agree(trainer: L.Trainer, model: VQVAE) -> bool:
+    """Whether every rank ends with the same codebooks (their EMA statistics are all-reduced, so they
+    must): a digest per rank, gathered. A disagreement means the ranks trained different tokenizers."""
+    digest = torch.stack([t.double().sum() for book in model.quantizer.codebooks for t in (book.embed, book.embed.square(), book.cluster_size)])
+    gathered = trainer.strategy.all_gather(digest)
+    return bool((gathered == digest).all())
+
+
 def _finish(
     cfg: DictConfig, trainer: L.Trainer, model: VQVAE, datamodule: Any, run_dir: RunDir, grid: ReconstructionGrid, metrics: dict[str, float],
     latent_shape: list[int],
 ) -> dict[str, Any]:
     tokenizer_path = run_dir.path / "tokenizer.pt"
+    if not codebooks_agree(trainer, model):
+        raise RuntimeError(f"the {trainer.world_size} ranks ended with different codebooks; tokenizer.pt not written")
     if trainer.is_global_zero:
         save_tokenizer(model, tokenizer_path, {
             "data": cfg.data.name, "modality": cfg.modality.name, "example_shape": list(cfg.modality.example_shape),
@@ -57,7 +72,8 @@ def _finish(
         run_dir.update(
             status="finished", metrics=metrics, step=trainer.global_step, tokenizer=str(tokenizer_path),
             checkpoint=str(run_dir.checkpoints / "last.ckpt"), reconstruction_grid=str(grid.last_path) if grid.last_path else None,
-            data_source=datamodule.source_record.get("source"),
+            data_source=datamodule.source_record.get("source"), world_size=trainer.world_size, codebooks_identical_across_ranks=True,
+            global_batch_size=cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches,
         )
         run_dir.mark_latest()
     return {

@@ -29,13 +29,22 @@ def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def _gather_from_all_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``tensor`` (equal shapes), concatenated in rank order along dim 0: the global batch."""
+    if not _distributed():
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
 def _broadcast_from_rank0(tensor: torch.Tensor) -> torch.Tensor:
     if _distributed():
         dist.broadcast(tensor, src=0)
     return tensor
 
 
-def kmeans(samples: torch.Tensor, num_clusters: int, iters: int, cosine: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def kmeans(samples: torch.Tensor, num_clusters: int, iters: int, cosine: bool = False, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's k-means on ``samples (M, D)``; returns centroids ``(K, D)`` and cluster sizes ``(K,)``.
 
     Centroids start from distinct random samples (with replacement when M < K); an empty
@@ -43,9 +52,9 @@ def kmeans(samples: torch.Tensor, num_clusters: int, iters: int, cosine: bool = 
     """
     num_samples = samples.shape[0]
     if num_samples >= num_clusters:
-        start = torch.randperm(num_samples, device=samples.device)[:num_clusters]
+        start = torch.randperm(num_samples, generator=generator)[:num_clusters].to(samples.device)
     else:
-        start = torch.randint(num_samples, (num_clusters,), device=samples.device)
+        start = torch.randint(num_samples, (num_clusters,), generator=generator).to(samples.device)
     centroids = samples[start].clone()
     counts = torch.zeros(num_clusters, device=samples.device, dtype=samples.dtype)
     for _ in range(iters):
@@ -71,7 +80,13 @@ def _nearest(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
 
 
 class EMACodebook(nn.Module):
-    """One codebook of ``codebook_size`` vectors of width ``dim``, updated by EMA."""
+    """One codebook of ``codebook_size`` vectors of width ``dim``, updated by EMA.
+
+    Its random choices (k-means seeds, re-seeded dead codes) come from its own generator, seeded
+    from the global seed at construction, so they do not depend on what else drew random numbers
+    (data loaders, a distributed launch): N ranks pick what one process picks. Its state is
+    :attr:`generator_state`, which the tokenizer keeps in its training checkpoints.
+    """
 
     def __init__(
         self,
@@ -99,6 +114,15 @@ class EMACodebook(nn.Module):
         self.register_buffer("embed_sum", embed.clone())
         self.register_buffer("cluster_size", torch.ones(codebook_size))
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
+        self.generator = torch.Generator().manual_seed(torch.initial_seed())
+
+    @property
+    def generator_state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    @generator_state.setter
+    def generator_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state.cpu())
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=-1) if self.cosine else x
@@ -111,8 +135,8 @@ class EMACodebook(nn.Module):
 
     @torch.no_grad()
     def init_from(self, flat: torch.Tensor) -> None:
-        """k-means initialisation from the first training batch (rank 0's, broadcast)."""
-        centroids, counts = kmeans(self._prepare(flat.float()), self.codebook_size, self.kmeans_iters, self.cosine)
+        """k-means initialisation from the first global training batch (all ranks' vectors, rank 0's result)."""
+        centroids, counts = kmeans(self._prepare(_gather_from_all_ranks(flat.float())), self.codebook_size, self.kmeans_iters, self.cosine, self.generator)
         self.embed.copy_(_broadcast_from_rank0(centroids))
         self.cluster_size.copy_(_broadcast_from_rank0(counts.clamp(min=1.0)))
         self.embed_sum.copy_(self.embed * self.cluster_size[:, None])
@@ -139,14 +163,15 @@ class EMACodebook(nn.Module):
         """Re-seed codes whose EMA usage fell below the threshold with current encoder outputs.
 
         Returns how many codes were replaced. The dead set is identical on all ranks (the
-        statistics were all-reduced); the replacement vectors come from rank 0.
+        statistics were all-reduced); rank 0 draws the replacements from the whole global batch and
+        broadcasts them, so N ranks pick what one process with the same global batch would.
         """
         dead = self.cluster_size < self.dead_code_threshold
         num_dead = int(dead.sum())
         if num_dead == 0:
             return 0
-        flat = self._prepare(flat.float())
-        picks = torch.randint(flat.shape[0], (num_dead,), device=flat.device)
+        flat = self._prepare(_gather_from_all_ranks(flat.float()))
+        picks = torch.randint(flat.shape[0], (num_dead,), generator=self.generator).to(flat.device)
         fresh = _broadcast_from_rank0(flat[picks].contiguous())
         self.embed[dead] = fresh
         self.cluster_size[dead] = self.dead_code_threshold

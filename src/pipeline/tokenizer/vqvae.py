@@ -84,7 +84,7 @@ class VQVAE(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses, _, _ = self._losses(batch[0])
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, sync_dist=True)  # the global batch's mean
         return losses["loss"]
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -104,6 +104,14 @@ class VQVAE(L.LightningModule):
         self.log("test/rec_loss", losses["rec_loss"], sync_dist=True)
         self.reconstruction.update(self.test_metrics, output, batch[0])
         self.log_dict(self.test_metrics)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the codebooks' generators, so a resumed run re-seeds dead codes as an uninterrupted one would."""
+        checkpoint["codebook_generators"] = [book.generator_state for book in self.quantizer.codebooks]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for book, state in zip(self.quantizer.codebooks, checkpoint.get("codebook_generators", [])):
+            book.generator_state = state
 
     def configure_optimizers(self) -> dict[str, Any]:
         if self.optimizer_factory is None:

@@ -1,0 +1,72 @@
+"""Stopping on a signal without losing the run: SIGTERM and SIGUSR1 save ``last.ckpt`` and end the process.
+
+SIGTERM is what ``kill``, Kubernetes and most schedulers send before SIGKILL; SIGUSR1 is SLURM's
+usual preemption warning (``#SBATCH --signal=SIGUSR1@90``). Lightning already turns SIGTERM into a
+``SIGTERMException`` at the end of the current step on every rank (rank 0 forwards the signal to
+the ranks it started); :class:`CheckpointOnSignal` routes SIGUSR1 the same way, saves the
+checkpoint when that exception passes, and the stage reports :class:`Interrupted`: ``run.json``
+says ``interrupted``, and the process ends with the shell's status for the signal (128 + its
+number) and one line saying how to continue (``resume=true``). Under SLURM with Lightning's auto-
+requeue, SIGUSR1 stays Lightning's (it saves its own checkpoint and requeues the job).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from pipeline.errors import Interrupted
+
+
+class CheckpointOnSignal(L.Callback):
+    """Save ``checkpoint`` when SIGTERM or SIGUSR1 stops training; :attr:`received` names the signal."""
+
+    def __init__(self, checkpoint: str | Path) -> None:
+        self.checkpoint = Path(checkpoint)
+        self.received: str | None = None
+        self.saved_step: int | None = None
+        self._previous_usr1: Any = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
+            handler = signal.getsignal(signal.SIGUSR1)
+            if handler in (signal.SIG_DFL, None):  # not Lightning's SLURM requeue handler, not the user's
+                self._previous_usr1 = handler
+                signal.signal(signal.SIGUSR1, self._on_usr1)
+
+    def _on_usr1(self, signum: int, frame: FrameType | None) -> None:
+        self.received = "SIGUSR1"
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):  # any rank got it: all stop
+            self.received = self.received or "SIGUSR1"
+            raise SIGTERMException()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            self.received = self.received or "SIGTERM"
+            trainer.save_checkpoint(self.checkpoint)
+            self.saved_step = trainer.global_step
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        if self._previous_usr1 is not None:
+            signal.signal(signal.SIGUSR1, self._previous_usr1)
+            self._previous_usr1 = None
+
+    def interrupted(self) -> Interrupted | None:
+        """What to report once fit has ended, if a signal stopped it."""
+        if self.received is None or self.saved_step is None:
+            return None
+        return Interrupted(self.received, self.saved_step, self.checkpoint)
