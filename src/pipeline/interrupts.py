@@ -6,7 +6,7 @@ usual preemption warning (``#SBATCH --signal=SIGUSR1@90``). Lightning already tu
 the ranks it started); :class:`CheckpointOnSignal` routes SIGUSR1 the same way, saves the
 checkpoint when that exception passes, and the stage reports :class:`Interrupted`: ``run.json``
 says ``interrupted``, and the process ends with the shell's status for the signal (128 + its
-number) and one line saying how to continue (``resume=true``). Under SLURM with Lightning's auto-
+number) and one line giving the command that continues it (``resume=<run dir>``). Under SLURM with Lightning's auto-
 requeue, SIGUSR1 stays Lightning's (it saves its own checkpoint and requeues the job).
 """
 
