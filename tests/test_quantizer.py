@@ -347,3 +347,18 @@ def test_ddp_ranks_hold_identical_codebooks(tmp_path: Path) -> None:
     assert bool(rank0["initialized"]) and bool(rank1["initialized"])
     for key in ("embed", "cluster_size", "embed_sum"):
         assert torch.equal(rank0[key], rank1[key]), key
+
+
+def test_a_non_finite_batch_leaves_the_codebook_as_it_was() -> None:
+    """Non-finite encoder outputs (a diverging step, skipped by the trainer) must not poison the EMA codebook."""
+    torch.manual_seed(0)
+    q = VectorQuantizer(8, 32, kmeans_init=True, dead_code_threshold=2.0).train()
+    q(torch.randn(2, 16, 8))
+    book = q.codebooks[0]
+    before = {name: buffer.clone() for name, buffer in book.named_buffers()}
+    poisoned = torch.randn(2, 16, 8)
+    poisoned[0, 3] = float("nan")
+    q(poisoned)
+    for name, buffer in book.named_buffers():
+        assert torch.isfinite(buffer.float()).all(), name
+    assert torch.equal(book.embed_sum, before["embed_sum"]) and torch.equal(book.cluster_size, before["cluster_size"])

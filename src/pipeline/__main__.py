@@ -16,7 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pipeline.config import config_dir, register_resolvers
 from pipeline.detect import modality_override
-from pipeline.errors import Interrupted, UserError
+from pipeline.errors import Diverged, Interrupted, UserError
 
 CONFIG_DIR = config_dir()
 USER_ERROR_EXIT = 2
@@ -59,6 +59,9 @@ def _hydra_main(cfg: DictConfig) -> None:
         results = run(cfg)
     except UserError as err:
         _fail(str(err))
+    except Diverged as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(1)
     except Interrupted as err:
         if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
             print(f"{err}; continue with: {resume_command(sys.argv, err.checkpoint.parents[1])}", file=sys.stderr, flush=True)

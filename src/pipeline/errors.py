@@ -1,5 +1,6 @@
-"""Errors a user can cause, and a run stopped on a signal. The entry point turns each into one line on
-stderr: exit status 2 for a :class:`UserError`, the shell's status for the signal for :class:`Interrupted`."""
+"""Errors a user can cause, a run stopped on a signal and a run that diverged. The entry point turns
+each into one line on stderr: exit status 2 for a :class:`UserError`, the shell's status for the
+signal for :class:`Interrupted`, 1 for :class:`Diverged`."""
 
 import signal
 from pathlib import Path
@@ -25,3 +26,14 @@ class Interrupted(Exception):
     @property
     def exit_status(self) -> int:
         return 128 + int(getattr(signal, self.signal_name))
+
+
+class Diverged(Exception):
+    """Training produced non-finite gradients too many steps in a row (:mod:`pipeline.nonfinite`)."""
+
+    def __init__(self, step: int, in_a_row: int, checkpoint: Path) -> None:
+        super().__init__(
+            f"training diverged: {in_a_row} steps in a row up to step {step} had non-finite gradients (none was applied); "
+            f"the weights from before are in {checkpoint}: lower the learning rate or check the data, then resume from it"
+        )
+        self.step, self.checkpoint = step, checkpoint

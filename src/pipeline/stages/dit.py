@@ -15,6 +15,7 @@ from pipeline.callbacks import SampleGrid
 from pipeline.diffusion import DiffusionModule, DiT, LatentDataModule, save_dit
 from pipeline.errors import UserError
 from pipeline.interrupts import CheckpointOnSignal
+from pipeline.nonfinite import SkipNonFiniteSteps
 from pipeline.rundir import RunDir
 from pipeline.strategies import for_devices
 from pipeline.stages.common import (
@@ -65,7 +66,8 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
     )
     checkpoints = ModelCheckpoint(dirpath=str(run_dir.checkpoints), filename="step-{step}", save_last=True, save_top_k=1, monitor="val/loss", auto_insert_metric_name=False)
     stop = CheckpointOnSignal(run_dir.checkpoints / "last.ckpt")
-    trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints, stop])
+    guard = SkipNonFiniteSteps(cfg.nonfinite_patience, run_dir.checkpoints / "before-divergence.ckpt")
+    trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints, stop, guard])
     if trainer.is_global_zero:
         record_start(cfg, run_dir, loggers, wandb_id, tokenizer=str(tokenizer_path), resumed_from=str(ckpt_path) if ckpt_path else None)
     with tracked(run_dir, loggers, trainer.is_global_zero, stop):

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from pipeline.callbacks import ReconstructionGrid
 from pipeline.interrupts import CheckpointOnSignal
+from pipeline.nonfinite import SkipNonFiniteSteps
 from pipeline.rundir import RunDir
 from pipeline.strategies import for_devices
 from pipeline.stages.common import (
@@ -36,7 +37,8 @@ def train_vqvae(cfg: DictConfig) -> dict[str, Any]:
         auto_insert_metric_name=False,
     )
     stop = CheckpointOnSignal(run_dir.checkpoints / "last.ckpt")
-    trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints, stop])
+    guard = SkipNonFiniteSteps(cfg.nonfinite_patience, run_dir.checkpoints / "before-divergence.ckpt")
+    trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints, stop, guard])
     if trainer.is_global_zero:
         record_start(cfg, run_dir, loggers, wandb_id, resumed_from=str(ckpt_path) if ckpt_path else None)
     with tracked(run_dir, loggers, trainer.is_global_zero, stop):

@@ -150,6 +150,8 @@ class EMACodebook(nn.Module):
         sums = torch.zeros_like(self.embed_sum).index_add_(0, indices, flat)
         _all_reduce_sum(counts)
         _all_reduce_sum(sums)
+        if not bool(sums.isfinite().all()):  # a non-finite encoder output on some rank: keep the codebook (the step is skipped)
+            return
         self.cluster_size.mul_(self.decay).add_(counts, alpha=1.0 - self.decay)
         self.embed_sum.mul_(self.decay).add_(sums, alpha=1.0 - self.decay)
         # Laplace smoothing keeps a code that has (almost) never been used from dividing by zero.
@@ -171,6 +173,9 @@ class EMACodebook(nn.Module):
         if num_dead == 0:
             return 0
         flat = self._prepare(_gather_from_all_ranks(flat.float()))
+        flat = flat[flat.isfinite().all(dim=1)]
+        if flat.shape[0] == 0:
+            return 0
         picks = torch.randint(flat.shape[0], (num_dead,), generator=self.generator).to(flat.device)
         fresh = _broadcast_from_rank0(flat[picks].contiguous())
         self.embed[dead] = fresh
