@@ -111,8 +111,8 @@ def build_strategy(cfg: DictConfig) -> str | Strategy:
 
 def for_devices(cfg: DictConfig) -> DictConfig:
     """A copy of ``cfg`` whose ``data.batch_size`` is the micro-batch one process loads, with
-    ``trainer.accumulate_grad_batches`` and ``trainer.precision`` to match; ``data.global_batch_size``
-    the configured global batch is ``cfg.data.batch_size`` of the config the user composed."""
+    ``trainer.accumulate_grad_batches`` and ``trainer.precision`` to match. The global batch stays
+    ``cfg.data.batch_size``; the stages record it in ``run.json`` as ``global_batch_size``."""
     check_strategy(cfg)
     world = world_size(cfg)
     micro, accumulation = device_batch(int(cfg.data.batch_size), world, cfg.get("device_batch_size"), int(cfg.trainer.get("accumulate_grad_batches", 1)))
