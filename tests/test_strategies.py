@@ -6,12 +6,14 @@ import importlib.util
 import logging
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import compose_config, run_cli
 from pipeline.config import RUN_NAME_ENV, launch_stamp
-from pipeline.data.sampling import GlobalBatchSampler
+from pipeline.data.sampling import GlobalBatchSampler, train_loader
 from pipeline.errors import UserError
 from pipeline.strategies import build_strategy, check_strategy, device_batch, for_devices, precision, world_size
 
@@ -150,3 +152,36 @@ def test_ranks_an_outside_launcher_starts_share_its_id_as_run_name(monkeypatch: 
     name = launch_stamp("RUN", None)
     assert name == expected if expected else name[:2] == "20" and len(name) == len("2026-11-30_06-31-44")
     assert launch_stamp("RUN", None) == name  # fixed for the rest of the launch
+
+
+class _RecordBatches(L.LightningModule):
+    """Records the first example of every training batch; saves a checkpoint after step 5 of its first run."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        super().__init__()
+        self.layer, self.checkpoint, self.seen = torch.nn.Linear(1, 1), checkpoint, []
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        self.seen.append(int(batch[0][0, 0]))
+        return self.layer(batch[0]).mean()
+
+    def on_train_batch_end(self, outputs: object, batch: object, batch_idx: int) -> None:
+        if self.global_step == 5 and not self.trainer.ckpt_path:
+            self.trainer.save_checkpoint(self.checkpoint)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    def train_dataloader(self) -> DataLoader:
+        return train_loader(TensorDataset(torch.arange(40.0).view(40, 1)), 4, self.trainer, shuffle=True, seed=0)
+
+
+def test_lightning_reshuffles_every_epoch_and_a_mid_epoch_resume_continues_the_order(tmp_path: Path) -> None:
+    """10 batches per epoch, 13 steps; a checkpoint after step 5, resumed: the same batches as without the stop."""
+    options = dict(max_steps=13, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    full = _RecordBatches(tmp_path / "step5.ckpt")
+    L.Trainer(**options).fit(full)
+    assert full.seen[10:13] != full.seen[:3]  # epoch 1 has its own order
+    resumed = _RecordBatches(tmp_path / "unused.ckpt")
+    L.Trainer(**options).fit(resumed, ckpt_path=tmp_path / "step5.ckpt")
+    assert resumed.seen == full.seen[5:]
