@@ -12,7 +12,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
@@ -123,6 +123,16 @@ def build_trainer(cfg: DictConfig, run_dir: RunDir, loggers: list[Logger], callb
         plugins=[] if cfg.strategy.name == "deepspeed" else [AtomicCheckpointIO()],  # DeepSpeed writes its own checkpoint folders
         use_distributed_sampler=False,  # the data modules shard each global batch themselves (pipeline.data.sampling)
     )
+
+
+def periodic_checkpoint(cfg: DictConfig, run_dir: RunDir) -> list[L.Callback]:
+    """``checkpoints/periodic-<step>.ckpt`` every ``checkpoint_every_n_steps`` (the newest only), so a
+    killed run loses at most that many steps; ``resume=`` takes the newest checkpoint of the run."""
+    every = cfg.get("checkpoint_every_n_steps")
+    if not every:
+        return []
+    return [ModelCheckpoint(dirpath=str(run_dir.checkpoints), filename="periodic-{step}", every_n_train_steps=int(every), save_top_k=1,
+                            monitor=None, auto_insert_metric_name=False)]
 
 
 def checked_sampler(objective: Objective, sampler: str | None) -> str:

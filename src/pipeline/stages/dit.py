@@ -19,7 +19,8 @@ from pipeline.nonfinite import SkipNonFiniteSteps
 from pipeline.rundir import RunDir
 from pipeline.strategies import for_devices
 from pipeline.stages.common import (
-    build_loggers, build_trainer, checked_sampler, fit_and_validate, latest_output, record_start, scalar_metrics, start_run, tracked, wandb_run_path,
+    build_loggers, build_trainer, checked_sampler, fit_and_validate, latest_output, periodic_checkpoint, record_start, scalar_metrics, start_run,
+    tracked, wandb_run_path,
 )
 from pipeline.tokenizer import VQVAE, load_tokenizer
 
@@ -67,7 +68,7 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
     checkpoints = ModelCheckpoint(dirpath=str(run_dir.checkpoints), filename="step-{step}", save_last=True, save_top_k=1, monitor="val/loss", auto_insert_metric_name=False)
     stop = CheckpointOnSignal(run_dir.checkpoints / "last.ckpt")
     guard = SkipNonFiniteSteps(cfg.nonfinite_patience, run_dir.checkpoints / "before-divergence.ckpt")
-    trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints, stop, guard])
+    trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints, *periodic_checkpoint(cfg, run_dir), stop, guard])
     if trainer.is_global_zero:
         record_start(cfg, run_dir, loggers, wandb_id, tokenizer=str(tokenizer_path), resumed_from=str(ckpt_path) if ckpt_path else None)
     with tracked(run_dir, loggers, trainer.is_global_zero, stop):

@@ -16,7 +16,7 @@ from pipeline.nonfinite import SkipNonFiniteSteps
 from pipeline.rundir import RunDir
 from pipeline.strategies import for_devices
 from pipeline.stages.common import (
-    build_loggers, build_trainer, fit_and_validate, record_start, scalar_metrics, start_run, tokenizer_latent_shape, tracked,
+    build_loggers, build_trainer, fit_and_validate, periodic_checkpoint, record_start, scalar_metrics, start_run, tokenizer_latent_shape, tracked,
     wandb_run_path,
 )
 from pipeline.tokenizer import VQVAE, save_tokenizer
@@ -38,7 +38,7 @@ def train_vqvae(cfg: DictConfig) -> dict[str, Any]:
     )
     stop = CheckpointOnSignal(run_dir.checkpoints / "last.ckpt")
     guard = SkipNonFiniteSteps(cfg.nonfinite_patience, run_dir.checkpoints / "before-divergence.ckpt")
-    trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints, stop, guard])
+    trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints, *periodic_checkpoint(cfg, run_dir), stop, guard])
     if trainer.is_global_zero:
         record_start(cfg, run_dir, loggers, wandb_id, resumed_from=str(ckpt_path) if ckpt_path else None)
     with tracked(run_dir, loggers, trainer.is_global_zero, stop):

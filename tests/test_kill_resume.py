@@ -1,0 +1,65 @@
+"""SIGKILL mid-training, then `resume=`: the run ends where an uninterrupted one ends, with the same model."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import cli_env, run_cli
+from pipeline.tokenizer import load_tokenizer
+
+STEPS = 24  # 6 batches per epoch: the kill lands mid-epoch and the run crosses epochs
+RUN = (
+    "stage=vqvae", "data=synthetic_image", "data.synthetic_per_class=20", "data.val_size=20", "data.test_size=20", "logger=csv", "debug=fast",
+    f"trainer.max_steps={STEPS}", "trainer.val_check_interval=12", "checkpoint_every_n_steps=3", "trainer.deterministic=true",
+)
+
+
+def _only_run(root: Path) -> Path:
+    (run_dir,) = [p for p in (root / "outputs" / "synthetic_image" / "vqvae").iterdir() if not p.is_symlink()]
+    return run_dir
+
+
+def _kill_after_second_checkpoint(root: Path) -> Path:
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", *RUN, f"paths.root={root}"], cwd=root, env=cli_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if list(root.glob("outputs/synthetic_image/vqvae/*/checkpoints/periodic-6.ckpt")):  # the second one (steps 3, 6)
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "training ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    run_dir = _only_run(root)
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "running"  # killed: nothing got to say otherwise
+    return run_dir
+
+
+@pytest.mark.timeout(600)
+def test_a_killed_run_resumes_to_the_model_an_uninterrupted_run_ends_with(tmp_path: Path) -> None:
+    straight = run_cli(*RUN, f"paths.root={tmp_path / 'straight'}", cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    (tmp_path / "killed").mkdir()
+    killed_dir = _kill_after_second_checkpoint(tmp_path / "killed")
+    resumed = run_cli(*RUN, f"paths.root={tmp_path / 'killed'}", f"resume={killed_dir}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    runs = {"straight": _only_run(tmp_path / "straight"), "resumed": killed_dir}
+    records = {name: json.loads((run / "run.json").read_text()) for name, run in runs.items()}
+    assert records["resumed"]["status"] == "finished" and records["resumed"]["resumed_from"].startswith(str(killed_dir / "checkpoints"))
+    assert records["resumed"]["step"] == records["straight"]["step"] == STEPS
+    checkpoints = {name: torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu") for name, run in runs.items()}
+    optimizer_steps = {name: {int(s["step"]) for s in ckpt["optimizer_states"][0]["state"].values()} for name, ckpt in checkpoints.items()}
+    assert optimizer_steps["resumed"] == optimizer_steps["straight"] == {STEPS}
+    models = {name: load_tokenizer(run / "tokenizer.pt").state_dict() for name, run in runs.items()}
+    assert models["resumed"].keys() == models["straight"].keys()
+    for key, value in models["straight"].items():
+        torch.testing.assert_close(models["resumed"][key], value, rtol=1e-5, atol=1e-6, msg=key)
