@@ -155,18 +155,18 @@ def test_ranks_an_outside_launcher_starts_share_its_id_as_run_name(monkeypatch: 
 
 
 class _RecordBatches(L.LightningModule):
-    """Records the first example of every training batch; saves a checkpoint after step 5 of its first run."""
+    """Records the first example of every training batch; saves a checkpoint after step ``save_at`` of its first run."""
 
-    def __init__(self, checkpoint: Path) -> None:
+    def __init__(self, checkpoint: Path, save_at: int = 5) -> None:
         super().__init__()
-        self.layer, self.checkpoint, self.seen = torch.nn.Linear(1, 1), checkpoint, []
+        self.layer, self.checkpoint, self.save_at, self.seen = torch.nn.Linear(1, 1), checkpoint, save_at, []
 
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
         self.seen.append(int(batch[0][0, 0]))
         return self.layer(batch[0]).mean()
 
     def on_train_batch_end(self, outputs: object, batch: object, batch_idx: int) -> None:
-        if self.global_step == 5 and not self.trainer.ckpt_path:
+        if self.global_step == self.save_at and not self.trainer.ckpt_path:
             self.trainer.save_checkpoint(self.checkpoint)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -176,12 +176,13 @@ class _RecordBatches(L.LightningModule):
         return train_loader(TensorDataset(torch.arange(40.0).view(40, 1)), 4, self.trainer, shuffle=True, seed=0)
 
 
-def test_lightning_reshuffles_every_epoch_and_a_mid_epoch_resume_continues_the_order(tmp_path: Path) -> None:
-    """10 batches per epoch, 13 steps; a checkpoint after step 5, resumed: the same batches as without the stop."""
+@pytest.mark.parametrize("save_at", [5, 10], ids=["mid-epoch", "end-of-epoch"])
+def test_lightning_reshuffles_every_epoch_and_a_resume_continues_the_order(tmp_path: Path, save_at: int) -> None:
+    """10 batches per epoch, 13 steps; a checkpoint after step 5 (or 10, the epoch's last), resumed: the same batches as without the stop."""
     options = dict(max_steps=13, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    full = _RecordBatches(tmp_path / "step5.ckpt")
+    full = _RecordBatches(tmp_path / "saved.ckpt", save_at)
     L.Trainer(**options).fit(full)
     assert full.seen[10:13] != full.seen[:3]  # epoch 1 has its own order
-    resumed = _RecordBatches(tmp_path / "unused.ckpt")
-    L.Trainer(**options).fit(resumed, ckpt_path=tmp_path / "step5.ckpt")
-    assert resumed.seen == full.seen[5:]
+    resumed = _RecordBatches(tmp_path / "unused.ckpt", save_at)
+    L.Trainer(**options).fit(resumed, ckpt_path=tmp_path / "saved.ckpt")
+    assert resumed.seen == full.seen[save_at:]

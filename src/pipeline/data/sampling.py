@@ -89,6 +89,8 @@ def train_loader(dataset: Dataset, micro_batch: int, trainer: Any, shuffle: bool
     """The training loader of one rank of ``trainer`` (``None`` outside a Trainer: one process, no accumulation);
     in a run resumed mid-epoch, it starts after the batches the epoch had processed."""
     world, rank, accumulation = (trainer.world_size, trainer.global_rank, trainer.accumulate_grad_batches) if trainer is not None else (1, 0, 1)
-    skip = trainer.fit_loop.epoch_loop.batch_progress.current.processed if trainer is not None and trainer.fit_loop.restarting else 0
+    progress = trainer.fit_loop.epoch_loop.batch_progress if trainer is not None else None
+    mid_epoch = progress is not None and trainer.fit_loop.restarting and not progress.is_last_batch  # a checkpoint at an epoch's end resumes with the next one
+    skip = progress.current.processed if mid_epoch else 0
     sampler = GlobalBatchSampler(len(dataset), micro_batch, world, rank, accumulation, shuffle, seed, skip)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, persistent_workers=num_workers > 0)

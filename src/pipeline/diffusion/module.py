@@ -53,6 +53,7 @@ class DiffusionModule(L.LightningModule):
         self.register_buffer("latent_std", latent_std.float().clone())
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.compiled = False
+        self.rng_restored = False
 
     def setup(self, stage: str) -> None:
         """Take the latent statistics from the data (a :class:`LatentDataModule`)."""
@@ -69,8 +70,29 @@ class DiffusionModule(L.LightningModule):
         """
         if self.hparams.compile and not self.compiled:
             self.compiled = compile_in_place(self.model)
-        if self.global_rank > 0:
+        if self.global_rank > 0 and not self.rng_restored:
             torch.manual_seed(torch.initial_seed() + self.global_rank)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Every rank's random state (noise, times, label dropout), so a resumed run draws what an uninterrupted one would."""
+        checkpoint["rng_states"] = {"cpu": self._gathered(torch.get_rng_state())}
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = self._gathered(torch.cuda.get_rng_state())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states", {})
+        rank = self.global_rank if self._trainer is not None else 0
+        if "cpu" in states and rank < len(states["cpu"]):
+            torch.set_rng_state(states["cpu"][rank].cpu())
+            if torch.cuda.is_available() and "cuda" in states:
+                torch.cuda.set_rng_state(states["cuda"][rank].cpu())
+            self.rng_restored = True
+
+    def _gathered(self, state: torch.Tensor) -> torch.Tensor:
+        """``(world, ...)``: this rank's state from every rank, in rank order."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return state.unsqueeze(0)
+        return self.all_gather(state.to(self.device)).cpu()
 
     def drop_labels(self, y: torch.Tensor) -> torch.Tensor | None:
         if self.model.num_classes == 0:
@@ -84,7 +106,10 @@ class DiffusionModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # the global batch's mean
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimizer step, then the EMA: once per optimizer step (not per accumulated micro-batch),
+        and before any callback can checkpoint the step (a checkpoint must hold the EMA of its step)."""
+        super().optimizer_step(*args, **kwargs)
         self.ema.update_parameters(self.model)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
