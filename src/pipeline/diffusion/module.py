@@ -89,7 +89,7 @@ class DiffusionModule(L.LightningModule):
             self.rng_restored = True
 
     def _gathered(self, state: torch.Tensor) -> torch.Tensor:
-        """``(world, ...)``: this rank's state from every rank, in rank order."""
+        """``(world, ...)``: ``state`` as every rank holds it, in rank order."""
         if self._trainer is None or self.trainer.world_size == 1:
             return state.unsqueeze(0)
         return self.all_gather(state.to(self.device)).cpu()
