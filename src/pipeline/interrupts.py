@@ -3,11 +3,12 @@
 SIGTERM is what ``kill``, Kubernetes and most schedulers send before SIGKILL; SIGUSR1 is SLURM's
 usual preemption warning (``#SBATCH --signal=SIGUSR1@90``). Lightning already turns SIGTERM into a
 ``SIGTERMException`` at the end of the current step on every rank (rank 0 forwards the signal to
-the ranks it started); :class:`CheckpointOnSignal` routes SIGUSR1 the same way, saves the
-checkpoint when that exception passes, and the stage reports :class:`Interrupted`: ``run.json``
-says ``interrupted``, and the process ends with the shell's status for the signal (128 + its
-number) and one line giving the command that continues it (``resume=<run dir>``). Under SLURM with Lightning's auto-
-requeue, SIGUSR1 stays Lightning's (it saves its own checkpoint and requeues the job).
+the ranks it started and broadcasts it at every step). :class:`CheckpointOnSignal` turns SIGUSR1
+into a SIGTERM to this process, so both take that one path; it saves the checkpoint when the
+exception passes, and the stage reports :class:`Interrupted`: ``run.json`` says ``interrupted``,
+and the process ends with the shell's status for the signal (128 + its number) and one line
+giving the command that continues it (``resume=<run dir>``). Under SLURM with Lightning's
+auto-requeue, SIGUSR1 stays Lightning's (it saves its own checkpoint and requeues the job).
 """
 
 from __future__ import annotations
@@ -42,11 +43,7 @@ class CheckpointOnSignal(L.Callback):
 
     def _on_usr1(self, signum: int, frame: FrameType | None) -> None:
         self.received = "SIGUSR1"
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):  # any rank got it: all stop
-            self.received = self.received or "SIGUSR1"
-            raise SIGTERMException()
+        signal.raise_signal(signal.SIGTERM)  # Lightning's handler: stop every rank at the end of this step
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
