@@ -125,6 +125,11 @@ def build_trainer(cfg: DictConfig, run_dir: RunDir, loggers: list[Logger], callb
     )
 
 
+def scale_record(cfg: DictConfig, trainer: L.Trainer) -> dict[str, int]:
+    """What ``run.json`` says about the run's scale: processes, and the global batch they shared."""
+    return {"world_size": trainer.world_size, "global_batch_size": cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches}
+
+
 def periodic_checkpoint(cfg: DictConfig, run_dir: RunDir) -> list[L.Callback]:
     """``checkpoints/periodic-<step>.ckpt`` every ``checkpoint_every_n_steps`` (the newest only), so a
     killed run loses at most that many steps; ``resume=`` takes the newest checkpoint of the run."""

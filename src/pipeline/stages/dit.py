@@ -19,8 +19,8 @@ from pipeline.nonfinite import SkipNonFiniteSteps
 from pipeline.rundir import RunDir
 from pipeline.strategies import for_devices
 from pipeline.stages.common import (
-    build_loggers, build_trainer, checked_sampler, fit_and_validate, latest_output, periodic_checkpoint, record_start, scalar_metrics, start_run,
-    tracked, wandb_run_path,
+    build_loggers, build_trainer, checked_sampler, fit_and_validate, latest_output, periodic_checkpoint, record_start, scalar_metrics, scale_record,
+    start_run, tracked, wandb_run_path,
 )
 from pipeline.tokenizer import VQVAE, load_tokenizer
 
@@ -92,7 +92,7 @@ def _finish(
         run_dir.update(
             status="finished", metrics=metrics, step=trainer.global_step, dit=str(dit_path), checkpoint=str(run_dir.checkpoints / "last.ckpt"),
             latent_cache=str(latents.cache_dir), sample_grid=str(grid.last_path) if grid.last_path else None, compiled=module.compiled,
-            world_size=trainer.world_size, global_batch_size=cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches,
+            **scale_record(cfg, trainer),
         )
         run_dir.mark_latest()
     return {

@@ -16,8 +16,8 @@ from pipeline.nonfinite import SkipNonFiniteSteps
 from pipeline.rundir import RunDir
 from pipeline.strategies import for_devices
 from pipeline.stages.common import (
-    build_loggers, build_trainer, fit_and_validate, periodic_checkpoint, record_start, scalar_metrics, start_run, tokenizer_latent_shape, tracked,
-    wandb_run_path,
+    build_loggers, build_trainer, fit_and_validate, periodic_checkpoint, record_start, scalar_metrics, scale_record, start_run, tokenizer_latent_shape,
+    tracked, wandb_run_path,
 )
 from pipeline.tokenizer import VQVAE, save_tokenizer
 
@@ -74,8 +74,7 @@ def _finish(
         run_dir.update(
             status="finished", metrics=metrics, step=trainer.global_step, tokenizer=str(tokenizer_path),
             checkpoint=str(run_dir.checkpoints / "last.ckpt"), reconstruction_grid=str(grid.last_path) if grid.last_path else None,
-            data_source=datamodule.source_record.get("source"), world_size=trainer.world_size, codebooks_identical_across_ranks=True,
-            global_batch_size=cfg.data.batch_size * trainer.world_size * trainer.accumulate_grad_batches,
+            data_source=datamodule.source_record.get("source"), codebooks_identical_across_ranks=True, **scale_record(cfg, trainer),
         )
         run_dir.mark_latest()
     return {
