@@ -40,6 +40,12 @@ def compose_config(*overrides: str, root: Path | None = None) -> DictConfig:
         return compose(config_name="config", overrides=["run_name=test", *paths, *overrides])
 
 
+def only_run(root: Path, stage: str = "vqvae") -> Path:
+    """The one run directory of ``stage`` under ``root`` (synthetic_image data); fails if there are more."""
+    (run_dir,) = [p for p in (root / "outputs" / "synthetic_image" / stage).iterdir() if p.is_dir() and not p.is_symlink()]
+    return run_dir
+
+
 @dataclass
 class CliRun:
     result: subprocess.CompletedProcess

@@ -11,17 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import cli_env, run_cli
+from conftest import cli_env, only_run, run_cli
 from pipeline.diffusion import load_dit
 from pipeline.tokenizer import load_tokenizer
 
 SMALL = ("data=synthetic_image", "data.synthetic_per_class=20", "data.val_size=20", "data.test_size=20", "logger=csv", "debug=fast")
 DDP = ("strategy=ddp", "trainer.accelerator=cpu", "trainer.devices=2")
 STEPS = 10
-
-
-def _runs(root: Path, stage: str) -> list[Path]:
-    return [p for p in (root / "outputs" / "synthetic_image" / stage).iterdir() if not p.is_symlink()]
 
 
 def _train_losses(run_dir: Path) -> list[float]:
@@ -34,8 +30,7 @@ def _stage_one(root: Path, *extra: str) -> Path:
     result = run_cli("stage=vqvae", f"paths.root={root}", *SMALL, f"trainer.max_steps={STEPS}", "trainer.log_every_n_steps=1", "data.shuffle=false",
                      *extra, cwd=root, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (run_dir,) = _runs(root, "vqvae")  # one run directory per launch, whatever the number of ranks
-    return run_dir
+    return only_run(root)  # one run directory per launch, whatever the number of ranks
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +63,7 @@ def test_stage_two_trains_over_two_ranks_on_the_ddp_tokenizer(single_and_ddp: tu
     root = single_and_ddp[1].parents[3]
     result = run_cli("stage=dit", f"paths.root={root}", *SMALL, *DDP, "trainer.max_steps=6", "stage.grid_steps=2", cwd=root, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (run_dir,) = _runs(root, "dit")
+    run_dir = only_run(root, "dit")
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "finished" and record["step"] == 6 and record["world_size"] == 2
     assert load_dit(run_dir / "dit.pt").metadata["step"] == 6
@@ -85,7 +80,7 @@ def test_torchrun_starts_the_ranks_and_they_share_one_run(tmp_path: Path) -> Non
         cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (run_dir,) = _runs(tmp_path, "vqvae")
+    run_dir = only_run(tmp_path)
     assert run_dir.name.startswith("torchrun-")
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "finished" and record["world_size"] == 2 and record["codebooks_identical_across_ranks"] is True

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import cli_env, run_cli
+from conftest import cli_env, only_run, run_cli
 
 RUN = ("stage=vqvae", "data=synthetic_image", "data.synthetic_per_class=20", "data.val_size=20", "data.test_size=20", "logger=csv", "debug=fast")
 
@@ -29,7 +29,7 @@ def test_a_signal_saves_a_checkpoint_and_resume_finishes_the_run(tmp_path: Path,
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signum, stderr[-3000:]
 
-    (run_dir,) = [p for p in (tmp_path / "outputs" / "synthetic_image" / "vqvae").iterdir() if not p.is_symlink()]
+    run_dir = only_run(tmp_path)
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "interrupted" and record["signal"] == signum.name
     step = record["step"]

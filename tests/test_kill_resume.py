@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import CliRun, cli_env, run_cli
+from conftest import CliRun, cli_env, only_run, run_cli
 from pipeline.diffusion import load_dit
 from pipeline.tokenizer import load_tokenizer
 
@@ -21,11 +21,6 @@ RUN = (
     "stage=vqvae", "data=synthetic_image", "data.synthetic_per_class=20", "data.val_size=20", "data.test_size=20", "logger=csv", "debug=fast",
     f"trainer.max_steps={STEPS}", "trainer.val_check_interval=12", "checkpoint_every_n_steps=3", "trainer.deterministic=true",
 )
-
-
-def _only_run(root: Path, stage: str = "vqvae") -> Path:
-    (run_dir,) = [p for p in (root / "outputs" / "synthetic_image" / stage).iterdir() if not p.is_symlink()]
-    return run_dir
 
 
 def _kill_after_second_checkpoint(root: Path, run: tuple[str, ...] = RUN, stage: str = "vqvae") -> Path:
@@ -39,7 +34,7 @@ def _kill_after_second_checkpoint(root: Path, run: tuple[str, ...] = RUN, stage:
     assert process.poll() is None, "training ended before it could be killed"
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
-    run_dir = _only_run(root, stage)
+    run_dir = only_run(root, stage)
     assert json.loads((run_dir / "run.json").read_text())["status"] == "running"  # killed: nothing got to say otherwise
     return run_dir
 
@@ -53,7 +48,7 @@ def test_a_killed_run_resumes_to_the_model_an_uninterrupted_run_ends_with(tmp_pa
     resumed = run_cli(*RUN, f"paths.root={tmp_path / 'killed'}", f"resume={killed_dir}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
-    runs = {"straight": _only_run(tmp_path / "straight"), "resumed": killed_dir}
+    runs = {"straight": only_run(tmp_path / "straight"), "resumed": killed_dir}
     records = {name: json.loads((run / "run.json").read_text()) for name, run in runs.items()}
     assert records["resumed"]["status"] == "finished" and records["resumed"]["resumed_from"].startswith(str(killed_dir / "checkpoints"))
     assert records["resumed"]["step"] == records["straight"]["step"] == STEPS
@@ -78,7 +73,7 @@ def test_a_killed_dit_run_resumes_to_the_model_an_uninterrupted_run_ends_with(tm
     resumed = run_cli(*run, f"paths.root={tmp_path / 'killed'}", f"resume={killed_dir}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((killed_dir / "run.json").read_text())["step"] == STEPS
-    straight_dir = [p for p in (tmp_path / "straight" / "outputs" / "synthetic_image" / "dit").iterdir() if not p.is_symlink()][0]
+    straight_dir = only_run(tmp_path / "straight", "dit")
     models = {name: load_dit(run_dir / "dit.pt").model.state_dict() for name, run_dir in (("straight", straight_dir), ("resumed", killed_dir))}
     for key, value in models["straight"].items():
         torch.testing.assert_close(models["resumed"][key], value, rtol=1e-5, atol=1e-6, msg=key)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import run_cli
+from conftest import only_run, run_cli
 from pipeline.errors import Diverged
 from pipeline.nonfinite import SkipNonFiniteSteps
 
@@ -73,7 +73,7 @@ def test_a_diverging_cli_run_ends_with_one_line_and_keeps_its_checkpoint(tmp_pat
     assert result.returncode == 1
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert line.startswith("error: training diverged: 3 steps in a row") and "Traceback" not in result.stderr
-    (run_dir,) = [p for p in (tmp_path / "outputs" / "synthetic_image" / "vqvae").iterdir() if not p.is_symlink()]
+    run_dir = only_run(tmp_path)
     assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
     state = torch.load(run_dir / "checkpoints" / "before-divergence.ckpt", weights_only=True, map_location="cpu")["state_dict"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())

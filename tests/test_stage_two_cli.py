@@ -10,13 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SMALL_SYNTHETIC, CliRun, run_cli
+from conftest import SMALL_SYNTHETIC, CliRun, only_run, run_cli
 from pipeline.diffusion import file_digest, load_dit
-
-
-def only_run(root: Path, stage: str) -> Path:
-    (run,) = [p for p in (root / "outputs" / "synthetic_image" / stage).iterdir() if p.name != "latest" and p.is_dir()]
-    return run
 
 
 def test_stage_two_trains_on_the_latest_tokenizer(dit_cli_run: CliRun, vqvae_cli_run: CliRun) -> None:
