@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import subprocess
@@ -59,6 +60,18 @@ def test_a_killed_run_resumes_to_the_model_an_uninterrupted_run_ends_with(tmp_pa
     assert models["resumed"].keys() == models["straight"].keys()
     for key, value in models["straight"].items():
         torch.testing.assert_close(models["resumed"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+    assert_same_metric_rows(runs["resumed"] / "metrics.csv", runs["straight"] / "metrics.csv")
+
+
+def assert_same_metric_rows(resumed: Path, straight: Path) -> None:
+    """One unbroken ``metrics.csv``: the rows before the checkpoint kept, those the killed run logged after it
+    dropped and logged again, so the resumed file has the uninterrupted run's rows and values."""
+    rows = {name: list(csv.DictReader(path.open())) for name, path in (("resumed", resumed), ("straight", straight))}
+    keys = {name: [(row["step"], sorted(k for k, v in row.items() if v)) for row in table] for name, table in rows.items()}
+    assert keys["resumed"] == keys["straight"]
+    for got, want in zip(rows["resumed"], rows["straight"]):
+        values = {k: float(v) for k, v in want.items() if v and k != "step"}
+        assert {k: float(got[k]) for k in values} == pytest.approx(values, rel=1e-4, abs=1e-6), want["step"]
 
 
 @pytest.mark.slow  # a minute and a half on 2 cores

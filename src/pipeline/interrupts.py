@@ -7,8 +7,12 @@ the ranks it started and broadcasts it at every step). :class:`CheckpointOnSigna
 into a SIGTERM to this process, so both take that one path; it saves the checkpoint when the
 exception passes, and the stage reports :class:`Interrupted`: ``run.json`` says ``interrupted``,
 and the process ends with the shell's status for the signal (128 + its number) and one line
-giving the command that continues it (``resume=<run dir>``). Under SLURM with Lightning's
-auto-requeue, SIGUSR1 stays Lightning's (it saves its own checkpoint and requeues the job).
+giving the command that continues it (``resume=<run dir>``).
+
+Under SLURM with Lightning's auto-requeue (its default in a batch job), SIGUSR1 stays Lightning's:
+it saves ``hpc_ckpt_<n>.ckpt`` into the run directory and runs ``scontrol requeue``; the SIGTERM
+with which SLURM then stops the job takes the path above, and the requeued job continues the run
+(:func:`pipeline.resume.find_resume`).
 """
 
 from __future__ import annotations
@@ -34,10 +38,12 @@ class CheckpointOnSignal(L.Callback):
         self.saved_step: int | None = None
         self._previous_usr1: Any = None
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning registers its handlers after on_fit_start; here, SIGUSR1 still at its default
+        # means no SLURM requeue handler (and none of the user's) wants it.
         if hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
             handler = signal.getsignal(signal.SIGUSR1)
-            if handler in (signal.SIG_DFL, None):  # not Lightning's SLURM requeue handler, not the user's
+            if handler in (signal.SIG_DFL, None):
                 self._previous_usr1 = handler
                 signal.signal(signal.SIGUSR1, self._on_usr1)
 
@@ -48,7 +54,7 @@ class CheckpointOnSignal(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
             self.received = self.received or "SIGTERM"
-            trainer.save_checkpoint(self.checkpoint)
+            trainer.save_checkpoint(self.checkpoint, weights_only=False)  # a full checkpoint: optimizer, loops, callbacks
             self.saved_step = trainer.global_step
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

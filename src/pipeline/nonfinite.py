@@ -46,7 +46,7 @@ class SkipNonFiniteSteps(L.Callback):
         self.skipped += 1
         log.warning("step %d: non-finite gradients, step skipped (%d in a row, the run stops at %d)", trainer.global_step, self.in_a_row, self.patience)
         if self.in_a_row >= self.patience:
-            trainer.save_checkpoint(self.checkpoint)
+            trainer.save_checkpoint(self.checkpoint, weights_only=False)  # a full checkpoint: optimizer, loops, callbacks
             raise Diverged(trainer.global_step, self.in_a_row, self.checkpoint)
 
     def state_dict(self) -> dict[str, Any]:

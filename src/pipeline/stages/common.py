@@ -13,17 +13,19 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from pipeline.callbacks import PlainProgress, interactive_terminal
 from pipeline.checkpoint_io import AtomicCheckpointIO
 from pipeline.config import flat_config
+from pipeline.csv_metrics import ContinuingCSVLogger
 from pipeline.diffusion.objectives import Objective
 from pipeline.errors import UserError, one_line
 from pipeline.interrupts import CheckpointOnSignal
-from pipeline.rundir import RunDir, config_hash, find_resume
+from pipeline.resume import ResumePoint, find_resume, slurm_job_id
+from pipeline.rundir import RunDir, config_hash
 from pipeline.strategies import build_strategy
 from pipeline.tokenizer import VQVAE
 
@@ -81,12 +83,12 @@ def latest_output(cfg: DictConfig, stage: str, filename: str, override_key: str)
     return path.resolve()
 
 
-def start_run(cfg: DictConfig) -> tuple[RunDir, Path | None, str]:
-    """The run directory (a new one, or the one to resume), the checkpoint to resume from and the W&B id."""
-    resumed = find_resume(cfg.resume, stage_dir(cfg, cfg.stage.name))
-    run_dir, ckpt_path = resumed if resumed else (RunDir(cfg.paths.run_dir), None)
+def start_run(cfg: DictConfig) -> tuple[RunDir, ResumePoint | None, str]:
+    """The run directory (a new one, or the one to resume), where it resumes from and the W&B id."""
+    resume = find_resume(cfg.resume, stage_dir(cfg, cfg.stage.name))
+    run_dir = resume.run_dir if resume else RunDir(cfg.paths.run_dir)
     wandb_id = run_dir.read().get("wandb_id") or secrets.token_hex(4)
-    return run_dir, ckpt_path, wandb_id
+    return run_dir, resume, wandb_id
 
 
 def record_start(cfg: DictConfig, run_dir: RunDir, loggers: list[Logger], wandb_id: str, **fields: Any) -> None:
@@ -96,18 +98,20 @@ def record_start(cfg: DictConfig, run_dir: RunDir, loggers: list[Logger], wandb_
     run_dir.update(
         stage=cfg.stage.name, data=cfg.data.name, modality=cfg.modality.name, run_name=run_dir.path.name,
         config_hash=config_hash(cfg), status="running", wandb_id=wandb_id if any(isinstance(x, WandbLogger) for x in loggers) else None,
-        **fields,
+        slurm_job_id=slurm_job_id(), **fields,
     )
 
 
-def build_loggers(cfg: DictConfig, run_dir: RunDir, wandb_id: str | None) -> list[Logger]:
-    """The configured logger plus ``metrics.csv`` in the run directory (none for ``logger=none``)."""
+def build_loggers(cfg: DictConfig, run_dir: RunDir, wandb_id: str | None, resume: ResumePoint | None = None) -> list[Logger]:
+    """The configured logger plus ``metrics.csv`` in the run directory (none for ``logger=none``); a
+    resumed run continues both (the same W&B run id, the CSV rows before the checkpoint's step)."""
     if cfg.logger.get("_target_") is None:
         return []
-    csv = CSVLogger(save_dir=str(run_dir.path), name="", version="")
+    csv = ContinuingCSVLogger(run_dir.path, resume.step if resume else None)
     if cfg.logger._target_.endswith("CSVLogger"):
         return [csv]
-    wandb_logger = instantiate(cfg.logger, id=wandb_id, resume="allow")
+    # a resumed run keeps its folder and name (this launch's own folder holds only .hydra/ and the log)
+    wandb_logger = instantiate(cfg.logger, id=wandb_id, resume="allow", save_dir=str(run_dir.path), name=run_dir.path.name)
     return [wandb_logger, csv]
 
 
@@ -148,10 +152,10 @@ def checked_sampler(objective: Objective, sampler: str | None) -> str:
         raise UserError(f"sample.sampler={sampler}: {err}") from None
 
 
-def fit_and_validate(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule, ckpt_path: Path | None) -> None:
+def fit_and_validate(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule, resume: ResumePoint | None) -> None:
     """Train (a checkpoint to resume from loads with ``weights_only=True``), then validate once more
     when training stopped between two validations, so the final metrics describe the final weights."""
-    trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume.checkpoint) if resume else None, weights_only=True)
     interval = cfg.trainer.val_check_interval
     if isinstance(interval, int) and trainer.global_step % interval:
         trainer.validate(model, datamodule=datamodule, verbose=False)

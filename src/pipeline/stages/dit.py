@@ -12,10 +12,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from pipeline.callbacks import SampleGrid
-from pipeline.diffusion import DiffusionModule, DiT, LatentDataModule, save_dit
+from pipeline.diffusion import DiffusionModule, DiT, LatentDataModule, file_digest, save_dit
 from pipeline.errors import UserError
 from pipeline.interrupts import CheckpointOnSignal
 from pipeline.nonfinite import SkipNonFiniteSteps
+from pipeline.resume import ResumePoint, check_fits
 from pipeline.rundir import RunDir
 from pipeline.strategies import for_devices
 from pipeline.stages.common import (
@@ -36,6 +37,19 @@ def load_matching_tokenizer(cfg: DictConfig, path: Path) -> VQVAE:
     return tokenizer
 
 
+def resumed_tokenizer(cfg: DictConfig, resume: ResumePoint) -> Path:
+    """The tokenizer the resumed run trained on (``run.json``): a newer stage-one run must not change its latents.
+    An explicit ``tokenizer_ckpt=`` is accepted only when it is that same file."""
+    recorded = resume.run_dir.read().get("tokenizer")
+    if not recorded or not Path(recorded).is_file():
+        raise UserError(f"the tokenizer {resume.run_dir.path} trained on ({recorded}) is gone; it cannot be resumed, start a new run without resume=")
+    if cfg.tokenizer_ckpt:
+        given = latest_output(cfg, "vqvae", "tokenizer.pt", "tokenizer_ckpt")
+        if file_digest(given) != file_digest(Path(recorded)):
+            raise UserError(f"tokenizer_ckpt={cfg.tokenizer_ckpt} is not the tokenizer {resume.run_dir.path} trained on ({recorded}); drop tokenizer_ckpt= to resume")
+    return Path(recorded)
+
+
 def build_module(cfg: DictConfig, tokenizer: VQVAE) -> DiffusionModule:
     """The DiT sized to the tokenizer's latents, with the configured objective; statistics come from the cache."""
     channels, *grid = tokenizer.tokenizer_metadata["latent_shape"]
@@ -51,16 +65,18 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
     """Encode the data once, train the DiT, save ``dit.pt`` (EMA weights) and a final sample grid."""
     cfg = for_devices(cfg)
     checked_sampler(instantiate(cfg.objective), cfg.sample.sampler)  # the sample grids use it: refuse it now, not 500 steps in
-    tokenizer_path = latest_output(cfg, "vqvae", "tokenizer.pt", "tokenizer_ckpt")
+    run_dir, resume, wandb_id = start_run(cfg)
+    tokenizer_path = resumed_tokenizer(cfg, resume) if resume else latest_output(cfg, "vqvae", "tokenizer.pt", "tokenizer_ckpt")
     tokenizer = load_matching_tokenizer(cfg, tokenizer_path)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    run_dir, ckpt_path, wandb_id = start_run(cfg)
     latents = LatentDataModule(
         instantiate(cfg.data), tokenizer_path, Path(cfg.paths.output_dir).resolve() / cfg.data.name / "latents",
         batch_size=cfg.data.batch_size, hflip=cfg.modality.hflip, num_workers=cfg.data.num_workers, shuffle=cfg.data.shuffle, seed=cfg.seed,
     )
     module = build_module(cfg, tokenizer)
-    loggers = build_loggers(cfg, run_dir, wandb_id)
+    if resume:
+        check_fits(resume, module)
+    loggers = build_loggers(cfg, run_dir, wandb_id, resume)
     grid = SampleGrid(
         instantiate(cfg.modality.media), tokenizer, run_dir.samples, cfg.stage.grid_every_n_steps, cfg.stage.grid_per_class, cfg.stage.grid_steps,
         cfg.sample.sampler, cfg.sample.cfg_scale, cfg.seed, cfg.sample.snap_to_codes,
@@ -70,9 +86,9 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
     guard = SkipNonFiniteSteps(cfg.nonfinite_patience, run_dir.checkpoints / "before-divergence.ckpt")
     trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints, *periodic_checkpoint(cfg, run_dir), stop, guard])
     if trainer.is_global_zero:
-        record_start(cfg, run_dir, loggers, wandb_id, tokenizer=str(tokenizer_path), resumed_from=str(ckpt_path) if ckpt_path else None)
+        record_start(cfg, run_dir, loggers, wandb_id, tokenizer=str(tokenizer_path), resumed_from=str(resume.checkpoint) if resume else None)
     with tracked(run_dir, loggers, trainer.is_global_zero, stop):
-        fit_and_validate(cfg, trainer, module, latents, ckpt_path)
+        fit_and_validate(cfg, trainer, module, latents, resume)
         metrics = scalar_metrics(trainer.callback_metrics)
         result = _finish(cfg, trainer, module, latents, tokenizer_path, run_dir, grid, metrics)
     return result

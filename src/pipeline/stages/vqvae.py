@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from pipeline.callbacks import ReconstructionGrid
 from pipeline.interrupts import CheckpointOnSignal
 from pipeline.nonfinite import SkipNonFiniteSteps
+from pipeline.resume import check_fits
 from pipeline.rundir import RunDir
 from pipeline.strategies import for_devices
 from pipeline.stages.common import (
@@ -28,9 +29,11 @@ def train_vqvae(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model: VQVAE = instantiate(cfg.vqvae)
     latent_shape = tokenizer_latent_shape(cfg, model)  # refuses shapes the tokenizer cannot take before any file is written
-    run_dir, ckpt_path, wandb_id = start_run(cfg)
+    run_dir, resume, wandb_id = start_run(cfg)
+    if resume:
+        check_fits(resume, model)
     datamodule = instantiate(cfg.data)
-    loggers = build_loggers(cfg, run_dir, wandb_id)
+    loggers = build_loggers(cfg, run_dir, wandb_id, resume)
     grid = ReconstructionGrid(instantiate(cfg.modality.media), run_dir.samples, cfg.stage.grid_examples)
     checkpoints = ModelCheckpoint(
         dirpath=str(run_dir.checkpoints), filename="best-{step}", monitor="val/rec_loss", mode="min", save_last=True, save_top_k=1,
@@ -40,9 +43,9 @@ def train_vqvae(cfg: DictConfig) -> dict[str, Any]:
     guard = SkipNonFiniteSteps(cfg.nonfinite_patience, run_dir.checkpoints / "before-divergence.ckpt")
     trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints, *periodic_checkpoint(cfg, run_dir), stop, guard])
     if trainer.is_global_zero:
-        record_start(cfg, run_dir, loggers, wandb_id, resumed_from=str(ckpt_path) if ckpt_path else None)
+        record_start(cfg, run_dir, loggers, wandb_id, resumed_from=str(resume.checkpoint) if resume else None)
     with tracked(run_dir, loggers, trainer.is_global_zero, stop):
-        fit_and_validate(cfg, trainer, model, datamodule, ckpt_path)
+        fit_and_validate(cfg, trainer, model, datamodule, resume)
         metrics = scalar_metrics(trainer.callback_metrics)
         trainer.test(model, datamodule=datamodule, verbose=False)
         metrics.update(scalar_metrics(trainer.callback_metrics))
