@@ -122,3 +122,30 @@ def test_a_file_that_is_not_a_lightning_checkpoint_exits_2(finished_run: Path) -
     torch.save({"weights": torch.zeros(2)}, foreign)
     result = run_cli(f"paths.root={finished_run.parents[3]}", *SMALL, f"resume={foreign}", "logger=none", cwd=finished_run.parents[3])
     assert_one_error_line(result, f"{foreign} is not a Lightning checkpoint of this pipeline")
+
+
+def _limit_file_size(limit: int) -> None:
+    """In the child: writes past ``limit`` bytes fail with EFBIG (SIGXFSZ ignored), as a full disk fails them with ENOSPC."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_no_room_for_a_checkpoint_exits_2_and_keeps_the_last_one(finished_run: Path) -> None:
+    root = finished_run.parents[3]
+    last = finished_run / "checkpoints" / "last.ckpt"
+    content = last.read_bytes()
+    assert len(content) > 1_000_000
+    before = {p: t for p, t in files_and_times(finished_run).items() if p.suffix in (".ckpt", ".pt", ".png") or p.parent.name == ".hydra"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", f"paths.root={root}", *SMALL, "logger=csv", "trainer.max_steps=30", f"resume={finished_run}"],
+        cwd=root, env=cli_env(), capture_output=True, text=True, timeout=300, preexec_fn=lambda: _limit_file_size(1_000_000),
+    )
+    line = assert_one_error_line(result, f"cannot write {finished_run / 'checkpoints'}", "files written before are unchanged", "resume=true")
+    assert "File too large" in line
+    assert last.read_bytes() == content
+    assert not [p for p in finished_run.rglob(".*.tmp")]
+    assert {p: t for p, t in files_and_times(finished_run).items() if p in before} == before
+    record = json.loads((finished_run / "run.json").read_text())
+    assert record["status"] == "failed" and "NoSpace" in record["error"]

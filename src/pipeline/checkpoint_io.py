@@ -7,6 +7,7 @@ place, so a kill during that write (a preempted job, an OOM kill) leaves a trunc
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import torch
@@ -17,9 +18,13 @@ from pipeline.fileio import atomic_write
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` into ``.<name>.<random>.tmp`` in the same folder, fsync, then ``os.replace``."""
+    """``torch.save`` into memory (as Lightning's own does), then into ``.<name>.<random>.tmp`` in the same
+    folder, fsync, ``os.replace``. Writing the bytes in one call keeps the ``OSError`` of a full disk,
+    which torch's zip writer would turn into a generic ``RuntimeError``."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        atomic_write(path, lambda handle: torch.save(checkpoint, handle))
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write(path, lambda handle: handle.write(buffer.getbuffer()))

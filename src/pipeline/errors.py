@@ -10,6 +10,17 @@ class UserError(Exception):
     """Bad input from the user (config, data, checkpoint): the message says what to type instead."""
 
 
+class NoSpace(UserError):
+    """A write the file system refused for room (a full disk, a quota, a file size limit); the file it
+    would have replaced is untouched (:func:`pipeline.fileio.atomic_write`)."""
+
+    def __init__(self, path: Path, err: OSError) -> None:
+        super().__init__(
+            f"cannot write {path}: {err.strerror} (no room on that file system); files written before are unchanged: "
+            "free space, then run the same command again (a training run continues from its newest checkpoint with resume=true)"
+        )
+
+
 def one_line(err: BaseException, limit: int = 160) -> str:
     """``Type: first line of the message`` (or just ``Type``), for one-line reports."""
     text = str(err).strip()

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from pipeline.data.prepare import prepare, prepared_record
 from pipeline.data.sampling import train_loader
 from pipeline.data.sources import RawData
-from pipeline.errors import UserError
+from pipeline.errors import UserError, one_line
 
 
 class DataModule(L.LightningDataModule, ABC):
@@ -89,14 +89,29 @@ class DataModule(L.LightningDataModule, ABC):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
+        try:
+            columns = self._read_prepared()
+        except Exception as err:  # a truncated Arrow file, a missing split, a foreign folder: pyarrow, OSError, KeyError
+            raise UserError(
+                f"the prepared data at {self.prepared_dir} cannot be read ({one_line(err, 160)}); "
+                "delete that folder and run again to prepare it anew"
+            ) from None
+        for split, (examples, labels) in columns.items():
+            self.splits[split] = self.dataset(torch.from_numpy(np.ascontiguousarray(examples)), torch.from_numpy(labels), split)
+
+    def _read_prepared(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Examples and labels of every split, whole columns at once in their stored dtype (row-by-row
+        access widens them and is ~100x slower)."""
         loaded = datasets.load_from_disk(str(self.prepared_dir))
         dtype = loaded["train"].features[self.column]
         dtype = getattr(dtype, "dtype", None) or dtype.feature.dtype  # ArrayND, or a fixed-length Sequence
-        for split in ("train", "val", "test"):
-            # whole columns at once in their stored dtype: row-by-row access widens and is ~100x slower
-            examples = loaded[split].with_format("numpy", columns=[self.column], dtype=np.dtype(dtype))[:][self.column]
-            labels = loaded[split].with_format("numpy", columns=["label"])[:]["label"].astype(np.int64)
-            self.splits[split] = self.dataset(torch.from_numpy(np.ascontiguousarray(examples)), torch.from_numpy(labels), split)
+        return {
+            split: (
+                loaded[split].with_format("numpy", columns=[self.column], dtype=np.dtype(dtype))[:][self.column],
+                loaded[split].with_format("numpy", columns=["label"])[:]["label"].astype(np.int64),
+            )
+            for split in ("train", "val", "test")
+        }
 
     @property
     def source_record(self) -> dict[str, Any]:

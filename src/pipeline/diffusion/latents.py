@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.data.datamodule import check_one_batch
 from pipeline.data.sampling import train_loader
+from pipeline.errors import UserError, one_line
 from pipeline.fileio import write_json
 from pipeline.tokenizer import VQVAE, load_tokenizer
 
@@ -141,13 +142,15 @@ class LatentDataModule(L.LightningDataModule):
         batch_size: per device (the stage derives it from the global batch).
         hflip: also encode horizontal flips (from ``data.hflip``).
         shuffle, seed: the training order (:func:`~pipeline.data.sampling.train_loader`).
+        latent_shape: ``[D, *grid]`` the tokenizer makes; a cache holding another shape is refused.
     """
 
     def __init__(
         self, data: L.LightningDataModule, tokenizer_path: str | Path, cache_root: str | Path, batch_size: int, hflip: bool = False, num_workers: int = 0,
-        shuffle: bool = True, seed: int = 0,
+        shuffle: bool = True, seed: int = 0, latent_shape: list[int] | None = None,
     ) -> None:
         super().__init__()
+        self.latent_shape = latent_shape
         self.data, self.tokenizer_path = data, Path(tokenizer_path)
         self.batch_size, self.hflip, self.num_workers, self.shuffle, self.seed = batch_size, hflip, num_workers, shuffle, seed
         self.tokenizer_id = file_digest(self.tokenizer_path)
@@ -174,10 +177,32 @@ class LatentDataModule(L.LightningDataModule):
         if self.splits:
             return
         self.meta = read_meta(self.cache_dir) or {}
+        arrays = self._read_checked()
         mean, std = self.stats
+        for split, (latents, labels) in arrays.items():
+            self.splits[split] = LatentDataset(latents, labels, mean, std)
+
+    def _read_checked(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The memory-mapped latents and labels, refused with one line when they are unreadable or do not
+        belong to this tokenizer (a copied or edited folder): training on them would fail later or, worse, not."""
+        fix = "delete that folder and run again to rebuild it"
+        if self.meta.get("tokenizer_id") != self.tokenizer_id:
+            raise UserError(f"the latent cache {self.cache_dir} was made by tokenizer {self.meta.get('tokenizer_id')}, not {self.tokenizer_path} ({self.tokenizer_id}); {fix}")
+        arrays = {}
         for split in ("train", "val"):
-            latents = np.load(self.cache_dir / f"{split}_latents.npy", mmap_mode="r")
-            self.splits[split] = LatentDataset(latents, np.load(self.cache_dir / f"{split}_labels.npy"), mean, std)
+            try:
+                latents = np.load(self.cache_dir / f"{split}_latents.npy", mmap_mode="r")
+                labels = np.load(self.cache_dir / f"{split}_labels.npy")
+            except (OSError, ValueError, EOFError) as err:
+                raise UserError(f"the latent cache {self.cache_dir} cannot be read ({one_line(err, 160)}); {fix}") from None
+            shape = list(latents.shape[2:])
+            if shape != list(self.meta.get("latent_shape", [])) or (self.latent_shape is not None and shape != list(self.latent_shape)) or len(labels) != len(latents):
+                raise UserError(
+                    f"the latent cache {self.cache_dir} holds {split} latents of shape {shape} ({len(latents)} latents, {len(labels)} labels), "
+                    f"but the tokenizer makes {list(self.latent_shape or self.meta.get('latent_shape', []))}; {fix}"
+                )
+            arrays[split] = (latents, labels)
+        return arrays
 
     @property
     def stats(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -190,7 +190,10 @@ def tracked(run_dir: RunDir, loggers: list[Logger], is_global_zero: bool = True,
         raise interrupted from None
     except BaseException as err:
         if is_global_zero:
-            run_dir.update(status="failed", error=f"{type(err).__name__}: {err}"[:500])
+            try:
+                run_dir.update(status="failed", error=f"{type(err).__name__}: {err}"[:500])
+            except UserError:  # no room for run.json either: the error that brought us here is the one to report
+                pass
         raise
     finally:
         finish_loggers(loggers)

@@ -72,6 +72,7 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
     latents = LatentDataModule(
         instantiate(cfg.data), tokenizer_path, Path(cfg.paths.output_dir).resolve() / cfg.data.name / "latents",
         batch_size=cfg.data.batch_size, hflip=cfg.modality.hflip, num_workers=cfg.data.num_workers, shuffle=cfg.data.shuffle, seed=cfg.seed,
+        latent_shape=tokenizer.tokenizer_metadata.get("latent_shape"),
     )
     module = build_module(cfg, tokenizer)
     if resume:
