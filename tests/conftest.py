@@ -32,6 +32,20 @@ def run_cli(*overrides: str, cwd: Path, timeout: float = 600, **env: str) -> sub
     )
 
 
+def files_and_times(folder: Path) -> dict[Path, int]:
+    """Every file under ``folder`` with its modification time: equal before and after means nothing was touched."""
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit status 2, exactly one ``error:`` line holding every fragment, and no traceback; returns the line."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert all(fragment in line for fragment in fragments), line
+    assert "Traceback" not in result.stderr
+    return line
+
+
 def compose_config(*overrides: str, root: Path | None = None) -> DictConfig:
     """The real conf/ composed with overrides, as the CLI would (run_name fixed: no Hydra runtime here)."""
     register_resolvers()

@@ -227,7 +227,11 @@ def test_beta_schedules() -> None:
 
 @pytest.mark.parametrize(
     "objective, self_condition",
-    [(RectifiedFlow(), False), (DDPM("cosine", num_timesteps=100, clip_denoised=2.0), False), (RectifiedFlow(time_shift=2.0), True)],
+    [
+        (RectifiedFlow(), False),
+        (DDPM("cosine", num_timesteps=100, clip_denoised=2.0), False),
+        pytest.param(RectifiedFlow(time_shift=2.0), True, marks=pytest.mark.slow),  # the shift and self-conditioning have unit tests too
+    ],
     ids=["flow", "ddpm", "flow-shifted-self-conditioned"],
 )
 def test_a_tiny_dit_learns_a_class_conditional_gaussian_mixture(objective, self_condition: bool) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SMALL_SYNTHETIC, CliRun, cli_env, run_cli
+from conftest import SMALL_SYNTHETIC, CliRun, assert_one_error_line, cli_env, files_and_times, run_cli
 
 SMALL = (*SMALL_SYNTHETIC, "debug=fast")
 
@@ -24,18 +24,6 @@ def runs(root: Path, stage: str = "vqvae") -> list[Path]:
     """Run directories with a ``run.json`` (a resume launch's own folder holds only ``.hydra/`` and its log)."""
     folder = root / "outputs" / "synthetic_image" / stage
     return sorted(p for p in folder.iterdir() if not p.is_symlink() and (p / "run.json").is_file())
-
-
-def files_and_times(folder: Path) -> dict[Path, int]:
-    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
-
-
-def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
-    assert result.returncode == 2, result.stderr[-3000:]
-    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert all(fragment in line for fragment in fragments), line
-    assert "Traceback" not in result.stderr
-    return line
 
 
 def test_resume_continues_the_same_wandb_run_and_metrics_csv(tmp_path: Path) -> None:
@@ -47,6 +35,8 @@ def test_resume_continues_the_same_wandb_run_and_metrics_csv(tmp_path: Path) -> 
 
     assert runs(tmp_path) == [run_dir]
     record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "finished" and record["step"] == 8 and record["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["global_step"] == 8
     offline_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 2  # one per launch, both in the run's folder, to be synced into one W&B run
     assert {p.name.rsplit("-", 1)[1] for p in offline_runs} == {record["wandb_id"]}
@@ -68,7 +58,7 @@ def test_a_requeued_slurm_job_continues_its_run(tmp_path: Path) -> None:
     process = subprocess.Popen(command, cwd=tmp_path, env=cli_env(**slurm), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None
     for line in process.stdout:
-        if line.startswith("step 20/"):
+        if line.startswith("step 10/"):
             break
     process.send_signal(signal.SIGUSR1)
     for line in process.stdout:  # Lightning's handler runs between two steps; the job goes on until SLURM stops it

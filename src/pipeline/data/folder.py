@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 from typing import Any
 
 from pipeline.data.audio import AudioDataModule
