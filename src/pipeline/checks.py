@@ -1,14 +1,17 @@
 """Contradictions a user can type, caught before any work starts and before torch is imported.
 
 ``run(cfg)`` calls :func:`check_config` before it imports torch, so a wrong ``modality=`` or a
-missing ``data.path`` costs a second, not the import of torch and Lightning.
+missing ``data.path`` or ``resume=`` path costs a second, not the import of torch and Lightning.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.errors import UserError
+from pipeline.resume import resume_target
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -17,3 +20,8 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(f"data={cfg.data.name} is {cfg.data.modality} data but modality={cfg.modality.name}; drop the modality= override")
     if OmegaConf.is_missing(cfg.data, "path"):
         raise UserError(f"data={cfg.data.name} needs data.path={cfg.modality.path_help}")
+    path = cfg.data.get("path")
+    if path and not Path(str(path)).expanduser().exists():
+        raise UserError(f"data.path {path} does not exist")
+    if cfg.get("resume") not in (False, None, "false", "False"):
+        resume_target(cfg.resume, Path(cfg.paths.output_dir).resolve() / cfg.data.name / cfg.stage.name)

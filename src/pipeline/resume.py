@@ -13,12 +13,13 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import UserError, one_line
 from pipeline.rundir import RunDir
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ def _requeued_run(stage_dir: Path) -> tuple[RunDir, Path] | None:
     return run_dir, ckpt
 
 
-def _resume_target(resume: Any, stage_dir: Path) -> tuple[RunDir, Path] | None:
+def resume_target(resume: Any, stage_dir: Path) -> tuple[RunDir, Path] | None:
+    """The run and checkpoint ``resume`` names, without opening the checkpoint (no torch needed)."""
     if resume in (False, None, "false", "False"):
         return _requeued_run(stage_dir)
     if resume in (True, "true", "True"):
@@ -90,7 +92,7 @@ def _resume_target(resume: Any, stage_dir: Path) -> tuple[RunDir, Path] | None:
 
 def find_resume(resume: Any, stage_dir: Path) -> ResumePoint | None:
     """Resolve ``resume`` (false | true | PATH) to the run and checkpoint to continue, or None for a new run."""
-    target = _resume_target(resume, stage_dir)
+    target = resume_target(resume, stage_dir)
     if target is None:
         return None
     run_dir, ckpt = target
@@ -105,6 +107,8 @@ def find_resume(resume: Any, stage_dir: Path) -> ResumePoint | None:
 
 def read_checkpoint(path: Path, run_dir: RunDir) -> dict[str, Any]:
     """The checkpoint memory-mapped (tensors stay on disk until used), or one line naming the run's other checkpoints."""
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # a truncated zip, random bytes, a pickled object: all mean "not this file"
