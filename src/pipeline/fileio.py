@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -57,3 +58,12 @@ def point_symlink(link: Path, target_name: str) -> None:
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(target_name)
     os.replace(tmp, link)
+
+
+def file_digest(path: str | Path, length: int = 16) -> str:
+    """sha256 of a file's bytes, shortened: the id of a tokenizer (or any checkpoint)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:length]

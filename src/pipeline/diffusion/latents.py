@@ -24,21 +24,12 @@ from torch.utils.data import DataLoader, Dataset
 from pipeline.data.datamodule import check_one_batch
 from pipeline.data.sampling import train_loader
 from pipeline.errors import UserError, one_line
-from pipeline.fileio import write_json
+from pipeline.fileio import file_digest, write_json
 from pipeline.tokenizer import VQVAE, load_tokenizer
 
 log = logging.getLogger("pipeline")
 META_FILE = "meta.json"
 CACHE_VERSION = 1
-
-
-def file_digest(path: str | Path, length: int = 16) -> str:
-    """sha256 of a file's bytes, shortened: the id of a tokenizer (or any checkpoint)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:length]
 
 
 def data_fingerprint(record: dict[str, Any], hflip: bool) -> str:

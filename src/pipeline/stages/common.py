@@ -27,6 +27,7 @@ from pipeline.interrupts import CheckpointOnSignal
 from pipeline.resume import ResumePoint, find_resume, slurm_job_id
 from pipeline.rundir import RunDir, config_hash
 from pipeline.strategies import build_strategy
+from pipeline.tracking import WandbRunLogger, artifact_reference, run_tags
 from pipeline.tokenizer import VQVAE
 
 # .hydra/ is already in the run directory when the CSV logger starts; it only ever replaces its own files.
@@ -97,9 +98,16 @@ def record_start(cfg: DictConfig, run_dir: RunDir, loggers: list[Logger], wandb_
         logger.log_hyperparams(flat_config(cfg))
     run_dir.update(
         stage=cfg.stage.name, data=cfg.data.name, modality=cfg.modality.name, run_name=run_dir.path.name,
-        config_hash=config_hash(cfg), status="running", wandb_id=wandb_id if any(isinstance(x, WandbLogger) for x in loggers) else None,
+        config_hash=config_hash(cfg), status="running", **wandb_record(cfg, loggers, wandb_id),
         slurm_job_id=slurm_job_id(), **fields,
     )
+
+
+def wandb_record(cfg: DictConfig, loggers: list[Logger], wandb_id: str) -> dict[str, Any]:
+    """Where the run's W&B record lives (``pipeline.lineage`` finds the synced run by it), or nothing without W&B."""
+    if not any(isinstance(logger, WandbLogger) for logger in loggers):
+        return {"wandb_id": None}
+    return {"wandb_id": wandb_id, "wandb_project": cfg.logger.get("project"), "wandb_entity": cfg.logger.get("entity")}
 
 
 def build_loggers(cfg: DictConfig, run_dir: RunDir, wandb_id: str | None, resume: ResumePoint | None = None) -> list[Logger]:
@@ -111,7 +119,7 @@ def build_loggers(cfg: DictConfig, run_dir: RunDir, wandb_id: str | None, resume
     if cfg.logger._target_.endswith("CSVLogger"):
         return [csv]
     # a resumed run keeps its folder and name (this launch's own folder holds only .hydra/ and the log)
-    wandb_logger = instantiate(cfg.logger, id=wandb_id, resume="allow", save_dir=str(run_dir.path), name=run_dir.path.name)
+    wandb_logger = instantiate(cfg.logger, id=wandb_id, resume="allow", save_dir=str(run_dir.path), name=run_dir.path.name, tags=run_tags(cfg))
     return [wandb_logger, csv]
 
 
@@ -159,6 +167,23 @@ def fit_and_validate(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModu
     interval = cfg.trainer.val_check_interval
     if isinstance(interval, int) and trainer.global_step % interval:
         trainer.validate(model, datamodule=datamodule, verbose=False)
+
+
+def record_input(loggers: list[Logger], run_dir: RunDir, kind: str, data: str, path: Path) -> None:
+    """Name the file this run reads (a tokenizer, a DiT) in ``run.json`` and as a W&B input (rank 0)."""
+    reference = artifact_reference(kind, data, path)
+    for logger in loggers:
+        if isinstance(logger, WandbRunLogger):
+            logger.declare_input(kind, reference)
+    run_dir.update(inputs={**run_dir.read().get("inputs", {}), kind: reference})
+
+
+def record_output(loggers: list[Logger], run_dir: RunDir, kind: str, data: str, path: Path, metadata: dict[str, Any]) -> None:
+    """Log the file this run made as a W&B model artifact and name it in ``run.json`` (rank 0)."""
+    for logger in loggers:
+        if isinstance(logger, WandbRunLogger):
+            logger.log_file_artifact(kind, data, path, metadata)
+    run_dir.update(artifact=artifact_reference(kind, data, path))
 
 
 def wandb_logger(loggers: list[Logger]) -> WandbLogger | None:

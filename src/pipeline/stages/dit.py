@@ -19,8 +19,9 @@ from pipeline.nonfinite import SkipNonFiniteSteps
 from pipeline.resume import ResumePoint, check_fits
 from pipeline.rundir import RunDir
 from pipeline.strategies import for_devices
+from pipeline.tracking import RunStats
 from pipeline.stages.common import (
-    build_loggers, build_trainer, checked_sampler, fit_and_validate, latest_output, periodic_checkpoint, record_start, scalar_metrics, scale_record,
+    build_loggers, build_trainer, checked_sampler, fit_and_validate, latest_output, periodic_checkpoint, record_input, record_output, record_start, scalar_metrics, scale_record,
     start_run, tracked, wandb_run_path,
 )
 from pipeline.tokenizer import VQVAE, load_tokenizer
@@ -85,31 +86,35 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
     checkpoints = ModelCheckpoint(dirpath=str(run_dir.checkpoints), filename="step-{step}", save_last=True, save_top_k=1, monitor="val/loss", auto_insert_metric_name=False)
     stop = CheckpointOnSignal(run_dir.checkpoints / "last.ckpt")
     guard = SkipNonFiniteSteps(cfg.nonfinite_patience, run_dir.checkpoints / "before-divergence.ckpt")
-    trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints, *periodic_checkpoint(cfg, run_dir), stop, guard])
+    stats = RunStats(cfg.data.batch_size)
+    trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints, *periodic_checkpoint(cfg, run_dir), stop, guard, stats])
     if trainer.is_global_zero:
         record_start(cfg, run_dir, loggers, wandb_id, tokenizer=str(tokenizer_path), resumed_from=str(resume.checkpoint) if resume else None)
+        record_input(loggers, run_dir, "tokenizer", cfg.data.name, tokenizer_path)
     with tracked(run_dir, loggers, trainer.is_global_zero, stop):
         fit_and_validate(cfg, trainer, module, latents, resume)
         metrics = scalar_metrics(trainer.callback_metrics)
-        result = _finish(cfg, trainer, module, latents, tokenizer_path, run_dir, grid, metrics)
+        result = _finish(cfg, trainer, module, latents, tokenizer_path, run_dir, grid, metrics, stats)
     return result
 
 
 def _finish(
     cfg: DictConfig, trainer: L.Trainer, module: DiffusionModule, latents: LatentDataModule, tokenizer_path: Path, run_dir: RunDir,
-    grid: SampleGrid, metrics: dict[str, float],
+    grid: SampleGrid, metrics: dict[str, float], stats: RunStats,
 ) -> dict[str, Any]:
     dit_path = run_dir.path / "dit.pt"
     if trainer.is_global_zero:
-        save_dit(module, dit_path, {
+        metadata = {
             "data": cfg.data.name, "modality": cfg.modality.name, "tokenizer": str(Path(tokenizer_path).resolve()), "tokenizer_id": latents.tokenizer_id,
             "latent_cache": str(latents.cache_dir), "run_name": run_dir.path.name, "step": trainer.global_step,
             "preset": cfg.dit.get("preset"), "objective": module.objective.name,
-        })
+        }
+        save_dit(module, dit_path, metadata)
+        record_output(trainer.loggers, run_dir, "dit", cfg.data.name, dit_path, {**metadata, **metrics})
         run_dir.update(
             status="finished", metrics=metrics, step=trainer.global_step, dit=str(dit_path), checkpoint=str(run_dir.checkpoints / "last.ckpt"),
             latent_cache=str(latents.cache_dir), sample_grid=str(grid.last_path) if grid.last_path else None, compiled=module.compiled,
-            **scale_record(cfg, trainer),
+            stats=stats.summary, **scale_record(cfg, trainer),
         )
         run_dir.mark_latest()
     return {

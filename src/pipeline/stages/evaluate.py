@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from pipeline.fileio import write_json
-from pipeline.stages.common import build_loggers, record_start, stage_dir, start_run, tracked, wandb_logger, wandb_run_path
+from pipeline.stages.common import build_loggers, record_input, record_start, stage_dir, start_run, tracked, wandb_logger, wandb_run_path
 from pipeline.stages.generation import load_generator
 
 
@@ -32,6 +32,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run_dir, _, wandb_id = start_run(cfg)
     loggers = build_loggers(cfg, run_dir, wandb_id)
     record_start(cfg, run_dir, loggers, wandb_id, dit=str(generator.dit_path), tokenizer=str(generator.tokenizer_path))
+    record_input(loggers, run_dir, "dit", cfg.data.name, generator.dit_path)
     with tracked(run_dir, loggers):
         test = data.splits["test"]
         num = min(int(cfg.eval.num_samples), len(test))

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from pipeline.diffusion import class_labels
 from pipeline.errors import UserError
 from pipeline.media import save_npz
-from pipeline.stages.common import build_loggers, record_start, start_run, tracked, wandb_logger, wandb_run_path
+from pipeline.stages.common import build_loggers, record_input, record_start, start_run, tracked, wandb_logger, wandb_run_path
 from pipeline.stages.generation import load_generator
 
 
@@ -34,6 +34,7 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     run_dir, _, wandb_id = start_run(cfg)
     loggers = build_loggers(cfg, run_dir, wandb_id)
     record_start(cfg, run_dir, loggers, wandb_id, dit=str(generator.dit_path), tokenizer=str(generator.tokenizer_path))
+    record_input(loggers, run_dir, "dit", cfg.data.name, generator.dit_path)
     with tracked(run_dir, loggers):
         labels = class_labels(cfg.sample.num, num_classes)
         samples = media.to_data(generator.samples(labels, cfg.sample.num, cfg, cfg.seed))

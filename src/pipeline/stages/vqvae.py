@@ -16,8 +16,9 @@ from pipeline.nonfinite import SkipNonFiniteSteps
 from pipeline.resume import check_fits
 from pipeline.rundir import RunDir
 from pipeline.strategies import for_devices
+from pipeline.tracking import RunStats
 from pipeline.stages.common import (
-    build_loggers, build_trainer, fit_and_validate, periodic_checkpoint, record_start, scalar_metrics, scale_record, start_run, tokenizer_latent_shape,
+    build_loggers, build_trainer, fit_and_validate, periodic_checkpoint, record_output, record_start, scalar_metrics, scale_record, start_run, tokenizer_latent_shape,
     tracked, wandb_run_path,
 )
 from pipeline.tokenizer import VQVAE, save_tokenizer
@@ -41,7 +42,8 @@ def train_vqvae(cfg: DictConfig) -> dict[str, Any]:
     )
     stop = CheckpointOnSignal(run_dir.checkpoints / "last.ckpt")
     guard = SkipNonFiniteSteps(cfg.nonfinite_patience, run_dir.checkpoints / "before-divergence.ckpt")
-    trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints, *periodic_checkpoint(cfg, run_dir), stop, guard])
+    stats = RunStats(cfg.data.batch_size)
+    trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints, *periodic_checkpoint(cfg, run_dir), stop, guard, stats])
     if trainer.is_global_zero:
         record_start(cfg, run_dir, loggers, wandb_id, resumed_from=str(resume.checkpoint) if resume else None)
     with tracked(run_dir, loggers, trainer.is_global_zero, stop):
@@ -49,7 +51,7 @@ def train_vqvae(cfg: DictConfig) -> dict[str, Any]:
         metrics = scalar_metrics(trainer.callback_metrics)
         trainer.test(model, datamodule=datamodule, verbose=False)
         metrics.update(scalar_metrics(trainer.callback_metrics))
-        result = _finish(cfg, trainer, model, datamodule, run_dir, grid, metrics, latent_shape)
+        result = _finish(cfg, trainer, model, datamodule, run_dir, grid, metrics, stats, latent_shape)
     return result
 
 
@@ -63,21 +65,23 @@ def codebooks_agree(trainer: L.Trainer, model: VQVAE) -> bool:
 
 def _finish(
     cfg: DictConfig, trainer: L.Trainer, model: VQVAE, datamodule: Any, run_dir: RunDir, grid: ReconstructionGrid, metrics: dict[str, float],
-    latent_shape: list[int],
+    stats: RunStats, latent_shape: list[int],
 ) -> dict[str, Any]:
     tokenizer_path = run_dir.path / "tokenizer.pt"
     if not codebooks_agree(trainer, model):
         raise RuntimeError(f"the {trainer.world_size} ranks ended with different codebooks; tokenizer.pt not written")
     if trainer.is_global_zero:
-        save_tokenizer(model, tokenizer_path, {
+        metadata = {
             "data": cfg.data.name, "modality": cfg.modality.name, "example_shape": list(cfg.modality.example_shape),
             "latent_shape": latent_shape, "num_classes": cfg.data.num_classes,
             "size_preset": cfg.vqvae.size, "run_name": run_dir.path.name, "step": trainer.global_step,
-        })
+        }
+        save_tokenizer(model, tokenizer_path, metadata)
+        record_output(trainer.loggers, run_dir, "tokenizer", cfg.data.name, tokenizer_path, {**metadata, **metrics})
         run_dir.update(
             status="finished", metrics=metrics, step=trainer.global_step, tokenizer=str(tokenizer_path),
             checkpoint=str(run_dir.checkpoints / "last.ckpt"), reconstruction_grid=str(grid.last_path) if grid.last_path else None,
-            data_source=datamodule.source_record.get("source"), codebooks_identical_across_ranks=True, **scale_record(cfg, trainer),
+            data_source=datamodule.source_record.get("source"), codebooks_identical_across_ranks=True, stats=stats.summary, **scale_record(cfg, trainer),
         )
         run_dir.mark_latest()
     return {
