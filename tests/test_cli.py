@@ -115,4 +115,6 @@ def test_multirun_jobs_get_their_own_run_dirs(tmp_path: Path) -> None:
     runs = sorted(p for p in stage_dir.iterdir() if p.is_dir() and not p.is_symlink() and (p / "run.json").is_file())
     assert [p.name[-2:] for p in runs] == ["_0", "_1"]
     assert runs[0].name[:-2] == runs[1].name[:-2]  # one launch stamp for the sweep
-    assert [json.loads((p / "run.json").read_text())["step"] for p in runs] == [2, 3]
+    records = [json.loads((p / "run.json").read_text()) for p in runs]
+    assert [record["step"] for record in records] == [2, 3]
+    assert {record["group"] for record in records} == {f"synthetic_image-sweep-{runs[0].name[:-2]}"}  # one W&B group per sweep

@@ -50,13 +50,21 @@ def _outside_launcher_id() -> str | None:
     return None
 
 
-def coalesce(*values: Any) -> Any:
-    """The first value that is set (not None): ``${coalesce:${experiment_name},${data.name}}``."""
-    return next((value for value in values if value is not None), None)
+def run_group(experiment_name: Any, data_name: Any) -> str:
+    """The W&B group: the experiment's name, else under ``--multirun`` one group per sweep
+    (``<data>-sweep-<launch stamp>``), else the data's name."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if experiment_name:
+        return str(experiment_name)
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return f"{data_name}-sweep-{launch_stamp()}"
+    return str(data_name)
 
 
 def register_resolvers() -> None:
-    for name, resolver in (("launch_stamp", launch_stamp), ("coalesce", coalesce)):
+    for name, resolver in (("launch_stamp", launch_stamp), ("run_group", run_group)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 

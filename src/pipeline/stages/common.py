@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import warnings
 from collections.abc import Iterator
@@ -88,7 +89,8 @@ def start_run(cfg: DictConfig) -> tuple[RunDir, ResumePoint | None, str]:
     """The run directory (a new one, or the one to resume), where it resumes from and the W&B id."""
     resume = find_resume(cfg.resume, stage_dir(cfg, cfg.stage.name))
     run_dir = resume.run_dir if resume else RunDir(cfg.paths.run_dir)
-    wandb_id = run_dir.read().get("wandb_id") or secrets.token_hex(4)
+    # a resumed run keeps its id; a W&B sweep agent hands each run the id it registered with the sweep
+    wandb_id = run_dir.read().get("wandb_id") or os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
     return run_dir, resume, wandb_id
 
 
@@ -97,7 +99,7 @@ def record_start(cfg: DictConfig, run_dir: RunDir, loggers: list[Logger], wandb_
     for logger in loggers:
         logger.log_hyperparams(flat_config(cfg))
     run_dir.update(
-        stage=cfg.stage.name, data=cfg.data.name, modality=cfg.modality.name, run_name=run_dir.path.name,
+        stage=cfg.stage.name, data=cfg.data.name, modality=cfg.modality.name, run_name=run_dir.path.name, group=cfg.group,
         config_hash=config_hash(cfg), status="running", **wandb_record(cfg, loggers, wandb_id),
         slurm_job_id=slurm_job_id(), **fields,
     )
