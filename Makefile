@@ -24,7 +24,7 @@ DEMO_STAGE1 = $(or $(DEMO_STAGE1_$(MODALITY)),stage=vqvae data=$(DEMO_DATA))
 DEMO_PREP_audio := data-spoken-digits
 DEMO_PREP_text := data-fortunes
 
-.PHONY: setup demo test test-all train-vqvae train-dit sample eval bench data-fashion-mnist data-spoken-digits data-fortunes clean-venv
+.PHONY: setup demo test test-all train-vqvae train-dit sample eval compare bench data-fashion-mnist data-spoken-digits data-fortunes clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -68,6 +68,10 @@ demo: setup $(DEMO_PREP_$(MODALITY))
 	@$(PY) -c "import json; print('samples:', json.load(open('outputs/$(DEMO_DATA)/sample/latest/run.json'))['grid'])"
 	@echo "scores:  $$(readlink -f outputs/$(DEMO_DATA)/eval/latest)/eval.json"
 	@$(PY) -c "import json; [print(f'  {k}: {v:.4f}') for k, v in json.load(open('outputs/$(DEMO_DATA)/eval/latest/eval.json')).items() if k.startswith('eval/')]"
+
+# Every run under outputs/: a table of config differences and final metrics, plots in outputs/compare/.
+compare: setup
+	$(PY) -m pipeline.compare outputs $(ARGS)
 
 bench: setup
 	$(PY) -m benchmarks.run $(ARGS)

@@ -11,7 +11,7 @@ import pytest
 from conftest import CliRun
 from pipeline.fileio import file_digest
 from pipeline.lineage import declare, main, pending_runs
-from pipeline.tracking import metric_summary
+from pipeline.metric_goals import metric_summary
 from wandb_records import by_type, items, read_records
 
 

@@ -2,9 +2,7 @@
 tags, parameter counts, throughput and peak memory, and which files it used and made.
 
 Lightning's ``WandbLogger`` already plots every metric against ``trainer/global_step``. Here each
-metric also gets the summary a comparison needs: the minimum of a loss or a distance, the maximum
-of an accuracy or PSNR, and always the last value, so W&B's run table and parallel-coordinates
-panels rank runs correctly. The rule is one table (:data:`GOALS`), applied to a metric the first
+metric also gets the summary a comparison needs (:mod:`pipeline.metric_goals`), applied the first
 time it is logged, so a metric added later is covered without registering it anywhere.
 
 Lineage: stage one logs ``tokenizer.pt`` as the model artifact ``tokenizer-<data>``, stage two
@@ -18,7 +16,6 @@ through the public API after ``wandb sync``.
 from __future__ import annotations
 
 import logging
-import re
 import resource
 import sys
 import time
@@ -32,21 +29,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from pipeline.fileio import file_digest
+from pipeline.metric_goals import metric_summary
 
 log = logging.getLogger("pipeline")
 
 STEP_METRIC = "trainer/global_step"
-# (pattern on the metric's last path segment, summary): the first that matches wins; others keep only "last".
-GOALS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"(^|_)(accuracy|psnr|ssim|si_sdr|codebook_usage|perplexity)$"), "max,last"),
-    (re.compile(r"(^|_)(loss|l1|mse|fid|fd_classifier|bits_per_byte)$"), "min,last"),
-)
-
-
-def metric_summary(name: str) -> str:
-    """``"max,last"``, ``"min,last"`` or ``"last"`` for the metric ``name`` (``val/psnr``, ``train/rec_loss``, ...)."""
-    leaf = name.rsplit("/", 1)[-1]
-    return next((summary for pattern, summary in GOALS if pattern.search(leaf)), "last")
 
 
 class WandbRunLogger(WandbLogger):
