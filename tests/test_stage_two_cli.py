@@ -13,6 +13,8 @@ from PIL import Image
 
 from conftest import SMALL_SYNTHETIC, CliRun, assert_one_error_line, files_and_times, only_run, run_cli
 from pipeline.diffusion import file_digest, load_dit
+from pipeline.lineage import declare, main, pending_runs
+from wandb_records import merged, run_log
 
 
 def test_stage_two_trains_on_the_latest_tokenizer(dit_cli_run: CliRun, vqvae_cli_run: CliRun) -> None:
@@ -197,3 +199,55 @@ def test_resuming_a_dit_run_with_another_tokenizer_exits_2(dit_cli_run: CliRun, 
     result = run_cli("stage=dit", f"paths.root={tmp_path}", *SMALL_SYNTHETIC, "debug=fast", f"resume={run_dir}", f"tokenizer_ckpt={other}", "logger=none", cwd=tmp_path)
     assert_one_error_line(result, f"tokenizer_ckpt={other} is not the tokenizer {run_dir} trained on ({trained_on})", "drop tokenizer_ckpt= to resume")
     assert files_and_times(run_dir) == before
+
+
+def test_stage_two_declares_its_tokenizer_and_logs_its_dit(dit_cli_run: CliRun, vqvae_cli_run: CliRun) -> None:
+    log = run_log(dit_cli_run.run_dir)
+    (run,) = log["run"]
+    assert list(run.tags) == ["image", "vqvae-small", "dit-XS", "flow"] and run.job_type == "dit"
+    tokenizer_reference = f"tokenizer-synthetic_image:id-{file_digest(vqvae_cli_run.run_dir / 'tokenizer.pt')}"
+    assert merged(log["config"])["lineage/tokenizer"] == tokenizer_reference
+    (artifact,) = log["artifact"]
+    assert artifact.name == "dit-synthetic_image" and f"id-{file_digest(dit_cli_run.run_dir / 'dit.pt')}" in artifact.aliases
+    record = json.loads((dit_cli_run.run_dir / "run.json").read_text())
+    assert record["inputs"] == {"tokenizer": tokenizer_reference}
+
+
+class RecordingApi:
+    """Stands in for ``wandb.Api`` (no network here): records which runs and artifacts the command asks for."""
+
+    default_entity = "me"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def run(self, path: str) -> RecordingApi:
+        self.calls.append(("run", path))
+        return self
+
+    def artifact(self, name: str, type: str | None = None) -> str:
+        self.calls.append(("artifact", name, str(type)))
+        return name
+
+    def use_artifact(self, artifact: str) -> None:
+        self.calls.append(("use_artifact", artifact))
+
+
+def test_lineage_declares_each_offline_input_once(dit_cli_run: CliRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = dit_cli_run.root / "outputs"
+    pending = [run for run in pending_runs([root]) if run.run_dir.path == dit_cli_run.run_dir]
+    assert len(pending) == 1 and pending[0].project == "pipeline"
+    assert main(["--dry-run", str(dit_cli_run.run_dir)]) == 0
+    assert f"{json.loads((dit_cli_run.run_dir / 'run.json').read_text())['wandb_id']} <- tokenizer-synthetic_image:id-" in capsys.readouterr().out
+
+    record = (dit_cli_run.run_dir / "run.json").read_text()
+    try:
+        api = RecordingApi()
+        declared = declare(api, pending[0])
+        reference = pending[0].inputs["tokenizer"]
+        assert declared == [f"me/pipeline/{reference}"]
+        assert api.calls == [("run", f"me/pipeline/{pending[0].wandb_id}"), ("artifact", f"me/pipeline/{reference}", "model"),
+                             ("use_artifact", f"me/pipeline/{reference}")]
+        assert not [run for run in pending_runs([root]) if run.run_dir.path == dit_cli_run.run_dir]
+    finally:
+        (dit_cli_run.run_dir / "run.json").write_text(record)  # the session's fixture, as it was

@@ -75,3 +75,19 @@ def items(message: Any) -> dict[str, Any]:
         key = item.key or "/".join(item.nested_key)
         out[key] = json.loads(item.value_json) if item.value_json else None
     return out
+
+
+def run_log(run_dir: Path) -> dict[str, list[Any]]:
+    """The records of the one offline W&B run in ``run_dir`` (the one ``run.json`` names), grouped by kind."""
+    (path,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    record = json.loads((run_dir / "run.json").read_text())
+    assert path.name == f"run-{record['wandb_id']}.wandb"
+    return by_type(read_records(path))
+
+
+def merged(messages: list[Any]) -> dict[str, Any]:
+    """The items of several config or summary records, later ones winning."""
+    out: dict[str, Any] = {}
+    for message in messages:
+        out.update(items(message))
+    return out

@@ -151,7 +151,7 @@ def periodic_checkpoint(cfg: DictConfig, run_dir: RunDir) -> list[L.Callback]:
     if not every:
         return []
     return [ModelCheckpoint(dirpath=str(run_dir.checkpoints), filename="periodic-{step}", every_n_train_steps=int(every), save_top_k=1,
-                            monitor=None, auto_insert_metric_name=False)]
+                            monitor=None, auto_insert_metric_name=False, enable_version_counter=False)]
 
 
 def checked_sampler(objective: Objective, sampler: str | None) -> str:

@@ -83,7 +83,8 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
         instantiate(cfg.modality.media), tokenizer, run_dir.samples, cfg.stage.grid_every_n_steps, cfg.stage.grid_per_class, cfg.stage.grid_steps,
         cfg.sample.sampler, cfg.sample.cfg_scale, cfg.seed, cfg.sample.snap_to_codes,
     )
-    checkpoints = ModelCheckpoint(dirpath=str(run_dir.checkpoints), filename="step-{step}", save_last=True, save_top_k=1, monitor="val/loss", auto_insert_metric_name=False)
+    checkpoints = ModelCheckpoint(dirpath=str(run_dir.checkpoints), filename="step-{step}", save_last=True, save_top_k=1, monitor="val/loss", auto_insert_metric_name=False,
+                                  enable_version_counter=False)
     stop = CheckpointOnSignal(run_dir.checkpoints / "last.ckpt")
     guard = SkipNonFiniteSteps(cfg.nonfinite_patience, run_dir.checkpoints / "before-divergence.ckpt")
     stats = RunStats(cfg.data.batch_size)

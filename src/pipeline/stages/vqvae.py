@@ -39,6 +39,7 @@ def train_vqvae(cfg: DictConfig) -> dict[str, Any]:
     checkpoints = ModelCheckpoint(
         dirpath=str(run_dir.checkpoints), filename="best-{step}", monitor="val/rec_loss", mode="min", save_last=True, save_top_k=1,
         auto_insert_metric_name=False,
+        enable_version_counter=False,  # a run resumed after its folder moved still writes last.ckpt, not last-v1.ckpt
     )
     stop = CheckpointOnSignal(run_dir.checkpoints / "last.ckpt")
     guard = SkipNonFiniteSteps(cfg.nonfinite_patience, run_dir.checkpoints / "before-divergence.ckpt")
