@@ -229,8 +229,8 @@ def test_beta_schedules() -> None:
     "objective, self_condition",
     [
         (RectifiedFlow(), False),
-        (DDPM("cosine", num_timesteps=100, clip_denoised=2.0), False),
-        pytest.param(RectifiedFlow(time_shift=2.0), True, marks=pytest.mark.slow),  # the shift and self-conditioning have unit tests too
+        pytest.param(DDPM("cosine", num_timesteps=100, clip_denoised=2.0), False, marks=pytest.mark.slow),  # DDPM's parts have unit tests too
+        pytest.param(RectifiedFlow(time_shift=2.0), True, marks=pytest.mark.slow),  # so do the shift and self-conditioning
     ],
     ids=["flow", "ddpm", "flow-shifted-self-conditioned"],
 )

@@ -130,7 +130,7 @@ def test_no_room_for_a_checkpoint_exits_2_and_keeps_the_last_one(finished_run: P
     assert len(content) > 1_000_000
     before = {p: t for p, t in files_and_times(finished_run).items() if p.suffix in (".ckpt", ".pt", ".png") or p.parent.name == ".hydra"}
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline", f"paths.root={root}", *SMALL, "logger=csv", "trainer.max_steps=30", f"resume={finished_run}"],
+        [sys.executable, "-m", "pipeline", f"paths.root={root}", *SMALL, "logger=csv", "trainer.max_steps=21", "checkpoint_every_n_steps=1", f"resume={finished_run}"],
         cwd=root, env=cli_env(), capture_output=True, text=True, timeout=300, preexec_fn=lambda: _limit_file_size(1_000_000),
     )
     line = assert_one_error_line(result, f"cannot write {finished_run / 'checkpoints'}", "files written before are unchanged", "resume=true")
