@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from conftest import CliRun
+from conftest import CliRun, compose_config
 from pipeline.fileio import file_digest
 from pipeline.metric_goals import metric_summary
+from pipeline.tracking import run_tags
 from wandb_records import items, merged, run_log
 
 
@@ -56,3 +57,16 @@ def test_stage_one_run_log_holds_config_tags_metric_summaries_media_and_the_toke
     record = json.loads((vqvae_cli_run.run_dir / "run.json").read_text())
     assert record["artifact"] == f"tokenizer-synthetic_image:id-{file_digest(tokenizer)}"
     assert record["wandb_project"] == "pipeline" and record["stats"]["params/trainable"] == summary["params/trainable"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "tags"),
+    [
+        (["stage=vqvae"], ["image", "vqvae-small"]),
+        (["stage=dit", "objective=ddpm", "dit=S", "tags=[mine]"], ["image", "vqvae-small", "dit-S", "ddpm", "mine"]),
+        (["stage=eval", "data=spoken_digits", "trainer.devices=auto"], ["audio", "vqvae-small", "dit-XS", "flow"]),
+        (["stage=vqvae", "strategy=ddp", "trainer.accelerator=cpu", "trainer.devices=[0,1]"], ["image", "vqvae-small", "ddp"]),
+    ],
+)
+def test_run_tags_name_modality_sizes_objective_and_strategy(overrides: list[str], tags: list[str]) -> None:
+    assert run_tags(compose_config(*overrides)) == tags

@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 
 from pipeline.fileio import file_digest
 from pipeline.metric_goals import metric_summary
+from pipeline.strategies import world_size
 
 log = logging.getLogger("pipeline")
 
@@ -38,7 +39,7 @@ STEP_METRIC = "trainer/global_step"
 
 class WandbRunLogger(WandbLogger):
     """``WandbLogger`` that defines each new metric (x-axis: the global step; summary: :func:`metric_summary`)
-    before its first value, and takes the run's tags as a list of extra tags plus those the stage derives."""
+    before its first value, and logs and declares model artifacts."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -56,7 +57,7 @@ class WandbRunLogger(WandbLogger):
 
     @rank_zero_only
     def update_summary(self, values: dict[str, Any]) -> None:
-        """Set run-summary values directly (final metrics, parameter counts, throughput)."""
+        """Set run-summary values that are not metrics over steps (parameter counts, throughput, peak memory)."""
         self.experiment.summary.update(values)
 
     @rank_zero_only
@@ -90,7 +91,7 @@ def run_tags(cfg: DictConfig) -> list[str]:
     tags = [cfg.modality.name, f"vqvae-{cfg.vqvae.size}"]
     if cfg.stage.name != "vqvae":
         tags += [f"dit-{cfg.dit.get('preset') or 'custom'}", objective_name(cfg.objective._target_)]
-    if int(cfg.trainer.get("devices", 1) or 1) > 1 or cfg.strategy.name != "auto":
+    if world_size(cfg) > 1 or cfg.strategy.name != "auto":
         tags.append(cfg.strategy.name)
     return [*tags, *cfg.get("tags", [])]
 
