@@ -32,7 +32,12 @@ $(VENV)/.installed: pyproject.toml
 
 # The comparison libraries of the benchmarks (diffusers, vector-quantize-pytorch): only bench and test-all need them.
 $(VENV)/.bench-installed: $(VENV)/.installed
-	$(PIP) install -e ".[dev,bench]"
+	$(PIP) install -e ".[dev,bench,plots]"
+	touch $@
+
+# matplotlib for the compare tool's PNG curves (kept out of the base install: see pyproject.toml).
+$(VENV)/.plots-installed: $(VENV)/.installed
+	$(PIP) install -e ".[dev,plots]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -72,7 +77,7 @@ demo: setup $(DEMO_PREP_$(MODALITY))
 	@$(PY) -c "import json; [print(f'  {k}: {v:.4f}') for k, v in json.load(open('outputs/$(DEMO_DATA)/eval/latest/eval.json')).items() if k.startswith('eval/')]"
 
 # Every run under outputs/: a table of config differences and final metrics, plots in outputs/compare/.
-compare: setup
+compare: setup $(VENV)/.plots-installed
 	$(PY) -m pipeline.compare outputs $(ARGS)
 
 bench: setup $(VENV)/.bench-installed

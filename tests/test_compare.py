@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import subprocess
 import sys
@@ -51,8 +52,24 @@ def test_table_shows_what_differs_and_the_best_values(two_runs: Path, capsys: py
     assert "seed" not in rows and "run_name" not in rows and "paths.root" not in rows  # the same everywhere, or per launch
     assert rows["best val/loss"] == ["0.4", "0.6"] and rows["val/psnr"] == ["20.4", "20.7"]
 
-    image = Image.open(out_dir / "val_loss.png")
-    assert image.format == "PNG" and image.size[0] > 500
+
+def test_plots_one_png_per_metric(two_runs: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the plots extra (make compare and make test-all install it)")
+    out_dir = two_runs / "plots"
+    assert main([str(two_runs / "outputs"), "--metric", "val/loss", "--metric", "train/loss", "--out", str(out_dir)]) == 0
+    for name in ("val_loss", "train_loss"):
+        image = Image.open(out_dir / f"{name}.png")
+        assert image.format == "PNG" and image.size[0] > 500
+
+
+def test_without_matplotlib_the_table_comes_with_a_note(two_runs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == "matplotlib" else real_find_spec(name, *args))
+    out_dir = two_runs / "plots"
+    assert main([str(two_runs / "outputs"), "--metric", "val/loss", "--out", str(out_dir)]) == 0
+    text = capsys.readouterr().out
+    assert "best val/loss" in text and "plots skipped: matplotlib is not installed (pip install 'pipeline[plots]'" in text
+    assert not out_dir.exists()
 
 
 def test_filters_and_unfinished_runs(two_runs: Path) -> None:
@@ -83,4 +100,5 @@ def test_reads_a_real_stage_one_run(vqvae_cli_run: CliRun, tmp_path: Path, capsy
     rows = [line for line in text.splitlines() if "best val/psnr" in line]
     psnr = [float(row["val/psnr"]) for row in csv.DictReader((vqvae_cli_run.run_dir / "metrics.csv").open()) if row.get("val/psnr")]
     assert vqvae_cli_run.run_dir.name[:10] in text and rows and f"{max(psnr):.4g}" in rows[0]
-    assert (tmp_path / "val_psnr.png").is_file()
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (tmp_path / "val_psnr.png").is_file()

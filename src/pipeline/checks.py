@@ -1,7 +1,8 @@
 """Contradictions a user can type, caught before any work starts and before torch is imported.
 
 ``run(cfg)`` calls :func:`check_config` before it imports torch, so a wrong ``modality=`` or a
-missing ``data.path`` or ``resume=`` path costs a second, not the import of torch and Lightning.
+missing ``data.path`` or ``resume=`` path or a sample count of zero costs a second, not the import of
+torch and Lightning.
 """
 
 from __future__ import annotations
@@ -25,3 +26,13 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(f"data.path {path} does not exist")
     if cfg.get("resume") not in (False, None, "false", "False"):
         resume_target(cfg.resume, Path(cfg.paths.output_dir).resolve() / cfg.data.name / cfg.stage.name)
+    if cfg.stage.name in ("sample", "eval"):
+        check_sample_settings(cfg)
+
+
+def check_sample_settings(cfg: DictConfig) -> None:
+    """``sample.*`` counts that cannot draw anything."""
+    if cfg.stage.name == "sample" and cfg.sample.num < 1:
+        raise UserError(f"sample.num must be at least 1 (got {cfg.sample.num})")
+    if cfg.sample.steps < 1 or cfg.sample.batch_size < 1:
+        raise UserError(f"sample.steps and sample.batch_size must be at least 1 (got {cfg.sample.steps} and {cfg.sample.batch_size})")

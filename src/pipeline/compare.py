@@ -3,14 +3,15 @@
 Reads each run's ``run.json`` (stage, group, status, final metrics), its flat config
 (``hparams.yaml``, written with ``metrics.csv`` by both loggers) and ``metrics.csv``. Prints, per
 stage, a table of the config values that differ between the runs and their final metrics (with
-the best value over training of each ``--metric``), and writes one PNG per metric with one line
-per run (``--out``, default ``outputs/compare``).
+the best value over training of each ``--metric``), and, with the ``plots`` extra (matplotlib), writes
+one PNG per metric with one line per run (``--out``, default ``outputs/compare``).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import math
 import sys
@@ -197,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     metrics = args.metric or default_metrics(runs)
     for table in tables(runs, metrics):
         console.print(table)
+    if importlib.util.find_spec("matplotlib") is None:
+        console.print("plots skipped: matplotlib is not installed (pip install 'pipeline[plots]'; make compare installs it)", markup=False)
+        return 0
     for metric in metrics:
         path = plot(runs, metric, args.out)
         if path is not None:

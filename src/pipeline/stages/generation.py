@@ -33,8 +33,6 @@ class Generator:
 
 def load_generator(cfg: DictConfig) -> Generator:
     """``dit_ckpt`` (default: the newest finished DiT run of this data) and the tokenizer recorded in it."""
-    if cfg.sample.steps < 1 or cfg.sample.batch_size < 1:
-        raise UserError(f"sample.steps and sample.batch_size must be at least 1 (got {cfg.sample.steps} and {cfg.sample.batch_size})")
     dit_path = latest_output(cfg, "dit", "dit.pt", "dit_ckpt")
     dit = load_dit(dit_path)
     if dit.metadata.get("modality", cfg.data.modality) != cfg.data.modality:

@@ -11,7 +11,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from pipeline.diffusion import class_labels
-from pipeline.errors import UserError
 from pipeline.media import save_npz
 from pipeline.stages.common import build_loggers, record_input, record_start, start_run, tracked, wandb_logger, wandb_run_path
 from pipeline.stages.generation import load_generator
@@ -26,8 +25,6 @@ def class_rows(samples: torch.Tensor, labels: torch.Tensor | None, num_classes: 
 
 def sample(cfg: DictConfig) -> dict[str, Any]:
     """Write ``samples.npz`` (the modality's arrays, ``labels`` int64 when conditional) and the media files."""
-    if cfg.sample.num < 1:
-        raise UserError(f"sample.num must be at least 1 (got {cfg.sample.num})")
     generator = load_generator(cfg)
     media = instantiate(cfg.modality.media)
     num_classes = generator.dit.model.num_classes
