@@ -10,6 +10,7 @@ import torch
 from pipeline.diffusion import DDPM, PRESETS, DiT, RectifiedFlow, guided
 from pipeline.diffusion.ema import ema_model
 from pipeline.diffusion.objectives import beta_schedule
+from pipeline.diffusion.prompt import with_presence
 
 
 def tiny_dit(**kwargs) -> DiT:
@@ -128,9 +129,9 @@ def test_guidance_scale_one_is_the_conditional_prediction_and_zero_the_unconditi
     x, t, y = torch.randn(4, 4, 7, 7), torch.tensor(0.3), torch.tensor([0, 1, 2, 0])
     conditional = model(x, t.expand(4), y)
     unconditional = model(x, t.expand(4), torch.full_like(y, model.null_class))
-    assert torch.allclose(guided(model, y, 1.0, model.null_class)(x, t), conditional, atol=1e-6)
-    assert torch.allclose(guided(model, y, 0.0, model.null_class)(x, t), unconditional, atol=1e-5)
-    assert torch.allclose(guided(model, y, 3.0, model.null_class)(x, t), unconditional + 3.0 * (conditional - unconditional), atol=1e-5)
+    assert torch.allclose(guided(model, y, 1.0, model.null_condition(y))(x, t), conditional, atol=1e-6)
+    assert torch.allclose(guided(model, y, 0.0, model.null_condition(y))(x, t), unconditional, atol=1e-5)
+    assert torch.allclose(guided(model, y, 3.0, model.null_condition(y))(x, t), unconditional + 3.0 * (conditional - unconditional), atol=1e-5)
 
 
 # Exact denoisers for data x0 ~ N(MEAN, STD^2): the samplers must turn noise into that distribution.
@@ -252,7 +253,7 @@ def test_a_tiny_dit_learns_a_class_conditional_gaussian_mixture(objective, self_
     assert loss.item() < 0.5 * first
     labels = torch.arange(3).repeat_interleave(16)
     generator = torch.Generator().manual_seed(1)
-    samples = objective.sample(guided(model, labels, 2.0, 3), torch.randn(48, 2, 4, generator=generator), 20, generator=generator)
+    samples = objective.sample(guided(model, labels, 2.0, torch.full_like(labels, 3)), torch.randn(48, 2, 4, generator=generator), 20, generator=generator)
     per_class = samples.mean(dim=(1, 2)).view(3, 16).mean(1)
     assert torch.allclose(per_class, torch.tensor([-1.0, 0.0, 1.0]), atol=0.25), per_class
 
@@ -271,3 +272,75 @@ def test_ema_ramps_up_and_tracks_the_model() -> None:
         ema.update_parameters(model)
     assert torch.allclose(ema.module.weight, model.weight, atol=1e-5)
     assert not any(p.requires_grad for p in ema.parameters())
+
+
+def prompt_dit(**kwargs) -> DiT:
+    prompt = dict(channels=3, length=8, patch_size=2, depth=1, num_heads=2)
+    return tiny_dit(num_classes=0, prompt=prompt, **kwargs)
+
+
+def test_a_prompt_dit_is_zero_at_init_and_reads_prompts_by_cross_attention() -> None:
+    torch.manual_seed(0)
+    model = prompt_dit()
+    x, t = torch.randn(3, 4, 7, 7), torch.rand(3)
+    prompts = with_presence(torch.randn(3, 3, 8))
+    assert torch.count_nonzero(model(x, t, prompts)) == 0
+    assert all(block.cross_attn is not None for block in model.blocks)
+    for parameter in model.parameters():
+        torch.nn.init.normal_(parameter, std=0.05)
+    out = model(x, t, prompts)
+    assert out.shape == x.shape
+    other = model(x, t, with_presence(torch.randn(3, 3, 8)))
+    assert not torch.allclose(out, other)  # the prompt matters
+    null = model.null_condition(prompts)
+    assert torch.equal(null, torch.zeros_like(prompts))
+    dropped = model.drop_condition(prompts, torch.tensor([True, False, True]))
+    assert torch.equal(dropped[1], prompts[1]) and torch.equal(dropped[0], null[0])
+    # a null prompt is the learned null condition whatever latents it carries
+    junk_null = torch.cat([torch.randn(3, 3, 8), torch.zeros(3, 1, 8)], dim=1)
+    assert torch.allclose(model(x, t, junk_null), model(x, t, null))
+    assert torch.allclose(model(x, t, None), model(x, t, null))
+
+
+def test_guidance_with_prompts_contrasts_the_null_prompt() -> None:
+    torch.manual_seed(0)
+    model = prompt_dit()
+    for parameter in model.parameters():
+        torch.nn.init.normal_(parameter, std=0.05)
+    x, t, y = torch.randn(2, 4, 7, 7), torch.tensor(0.4), with_presence(torch.randn(2, 3, 8))
+    conditional, unconditional = model(x, t.expand(2), y), model(x, t.expand(2), model.null_condition(y))
+    assert torch.allclose(guided(model, y, 1.0, model.null_condition(y))(x, t), conditional, atol=1e-6)
+    assert torch.allclose(guided(model, y, 2.5, model.null_condition(y))(x, t), unconditional + 2.5 * (conditional - unconditional), atol=1e-5)
+
+
+def test_prompt_and_class_conditioning_are_exclusive_and_flops_count_the_prompt_path() -> None:
+    with pytest.raises(ValueError, match="classes or on prompts"):
+        tiny_dit(num_classes=3, prompt=dict(channels=3, length=8, patch_size=2))
+    plain, prompted = tiny_dit(num_classes=0), prompt_dit()
+    assert prompted.flops_per_sample() > plain.flops_per_sample() + prompted.prompt_encoder.flops_per_sample() > plain.flops_per_sample()
+
+
+def test_a_prompt_dit_learns_which_prompt_asks_for_which_mean() -> None:
+    """Three prompt families (noisy latents around three centres) ask for data at -1, 0 and +1."""
+    torch.manual_seed(0)
+    model = DiT(input_size=[4], in_channels=2, patch_size=2, depth=2, hidden_size=64, num_heads=2, num_classes=0,
+                prompt=dict(channels=2, length=4, patch_size=2, depth=1, num_heads=2))
+    objective, optimizer = RectifiedFlow(), torch.optim.AdamW(model.parameters(), lr=3e-3)
+    centres = torch.randn(3, 2, 4)
+
+    def prompts_for(y: torch.Tensor) -> torch.Tensor:
+        return with_presence(centres[y] + 0.3 * torch.randn(len(y), 2, 4))
+
+    for _ in range(300):
+        y = torch.randint(0, 3, (64,))
+        x0 = (y.float() - 1.0).view(-1, 1, 1).expand(64, 2, 4) + 0.05 * torch.randn(64, 2, 4)
+        loss = objective.loss(model, x0, model.drop_condition(prompts_for(y), torch.rand(64) < 0.1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    labels = torch.arange(3).repeat_interleave(16)
+    prompts = prompts_for(labels)
+    generator = torch.Generator().manual_seed(1)
+    samples = objective.sample(guided(model, prompts, 2.0, model.null_condition(prompts)), torch.randn(48, 2, 4, generator=generator), 20, generator=generator)
+    per_prompt = samples.mean(dim=(1, 2)).view(3, 16).mean(1)
+    assert torch.allclose(per_prompt, torch.tensor([-1.0, 0.0, 1.0]), atol=0.25), per_prompt

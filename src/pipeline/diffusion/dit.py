@@ -1,8 +1,11 @@
 """The diffusion transformer: adaLN-Zero blocks over patches of a 2-D latent grid or a 1-D latent sequence.
 
-``model(x, t, y)``: ``x`` latents ``(B, C, *spatial)``, ``t`` float times in [0, 1], ``y`` class
-indices where ``num_classes`` (the last embedding row) is the learned null class used for
-classifier-free guidance. At initialisation every block is the identity and the output is zero.
+``model(x, t, y)``: ``x`` latents ``(B, C, *spatial)``, ``t`` float times in [0, 1], ``y`` the
+condition: class indices where ``num_classes`` (the last embedding row) is the learned null class,
+or prompts from another modality (:mod:`pipeline.diffusion.prompt`: the DiT reads their tokens by
+cross-attention and adds their pooled vector to the adaLN conditioning), or None. Either kind has a
+learned null condition for classifier-free guidance (:meth:`DiT.null_condition`). At
+initialisation every block is the identity and the output is zero.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.diffusion.positions import position_embedding
+from pipeline.diffusion.prompt import PromptEncoder
+
 # (depth, hidden_size, num_heads): XS for CPU, the rest as in the DiT paper.
 PRESETS: dict[str, tuple[int, int, int]] = {
     "XS": (6, 256, 4),
@@ -23,22 +29,6 @@ PRESETS: dict[str, tuple[int, int, int]] = {
     "L": (24, 1024, 16),
     "XL": (28, 1152, 16),
 }
-
-
-def sincos_embedding(positions: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """``(N,)`` positions -> ``(N, dim)`` sin-cos features (half sines, half cosines)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float64) / half)
-    angles = positions.double()[:, None] * freqs[None]
-    return torch.cat([angles.sin(), angles.cos()], dim=1).float()
-
-
-def position_embedding(grid: Sequence[int], dim: int) -> torch.Tensor:
-    """Fixed sin-cos embedding of a 1-D or 2-D token grid: ``(prod(grid), dim)``."""
-    if len(grid) == 1:
-        return sincos_embedding(torch.arange(grid[0]), dim)
-    rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
-    return torch.cat([sincos_embedding(rows.flatten(), dim // 2), sincos_embedding(cols.flatten(), dim // 2)], dim=1)
 
 
 def make_norm(kind: str, dim: int, affine: bool = False) -> nn.Module:
@@ -61,6 +51,26 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, tokens, dim = x.shape
         q, k, v = self.qkv(x).view(batch, tokens, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
+
+
+class CrossAttention(nn.Module):
+    """The latent tokens attend to conditioning tokens (a prompt's), as in PixArt-alpha's blocks."""
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool, norm: str) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.q, self.kv = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim)
+        self.q_norm = make_norm(norm, dim // num_heads, affine=True) if qk_norm else nn.Identity()
+        self.k_norm = make_norm(norm, dim // num_heads, affine=True) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        heads, head_dim = self.num_heads, dim // self.num_heads
+        q = self.q(x).view(batch, tokens, heads, head_dim).transpose(1, 2)
+        k, v = self.kv(context).view(batch, context.shape[1], 2, heads, head_dim).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))
 
@@ -92,18 +102,27 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
 
 class DiTBlock(nn.Module):
-    """Pre-norm transformer block whose norms are shifted, scaled and gated by the conditioning (adaLN-Zero)."""
+    """Pre-norm transformer block whose norms are shifted, scaled and gated by the conditioning (adaLN-Zero).
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, norm: str, mlp: str, qk_norm: bool) -> None:
+    With ``cross_attention`` it also reads conditioning tokens between self-attention and the MLP
+    (a plain pre-norm residual branch whose output projection starts at zero).
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, norm: str, mlp: str, qk_norm: bool, cross_attention: bool = False) -> None:
         super().__init__()
         self.norm1, self.norm2 = make_norm(norm, dim), make_norm(norm, dim)
         self.attn = Attention(dim, num_heads, qk_norm, norm)
+        self.cross_norm = make_norm(norm, dim, affine=True) if cross_attention else None
+        self.cross_attn = CrossAttention(dim, num_heads, qk_norm, norm) if cross_attention else None
         self.mlp = Mlp(dim, mlp_ratio, mlp)
         self.modulation = nn.Linear(dim, 6 * dim)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(c).chunk(6, dim=-1)
         x = torch.addcmul(x, gate1.unsqueeze(1), self.attn(modulate(self.norm1(x), shift1, scale1)))
+        if self.cross_attn is not None:
+            assert context is not None, "a cross-attention block needs conditioning tokens"
+            x = x + self.cross_attn(self.cross_norm(x), context)
         return torch.addcmul(x, gate2.unsqueeze(1), self.mlp(modulate(self.norm2(x), shift2, scale2)))
 
 
@@ -137,6 +156,9 @@ class DiT(nn.Module):
         self_condition: also read the previous estimate of the clean latents (``x_self``; zeros when
             absent), as in Analog Bits and self-conditioned embedding diffusion: the samplers feed
             each step's estimate to the next, which matters most for near-discrete latents (text).
+        prompt: condition on prompts instead of classes: ``{"channels": D, "length": L}`` of the source
+            tokenizer's latents, plus :class:`~pipeline.diffusion.prompt.PromptEncoder` options
+            (``patch_size``, ``depth``, ``num_heads``); every block then gets cross-attention.
         preset: the preset name it was built from, recorded only.
     """
 
@@ -154,6 +176,7 @@ class DiT(nn.Module):
         mlp: str = "gelu",
         qk_norm: bool = False,
         self_condition: bool = False,
+        prompt: dict[str, int] | None = None,
         preset: str | None = None,
     ) -> None:
         super().__init__()
@@ -165,8 +188,10 @@ class DiT(nn.Module):
         self.config: dict[str, Any] = dict(
             input_size=spatial, in_channels=in_channels, patch_size=patch_size, depth=depth, hidden_size=hidden_size,
             num_heads=num_heads, mlp_ratio=mlp_ratio, num_classes=num_classes, norm=norm, mlp=mlp, qk_norm=qk_norm,
-            self_condition=self_condition, preset=preset,
+            self_condition=self_condition, prompt=dict(prompt) if prompt else None, preset=preset,
         )
+        if prompt and num_classes:
+            raise ValueError("a DiT is conditioned on classes or on prompts, not both: set num_classes=0 with prompt")
         self.spatial, self.in_channels, self.patch_size, self.num_classes = spatial, in_channels, patch_size, num_classes
         self.self_condition = self_condition
         self.grid = [math.ceil(s / patch_size) for s in spatial]  # a partial last patch is zero-padded
@@ -175,7 +200,12 @@ class DiT(nn.Module):
         self.register_buffer("pos_embed", position_embedding(self.grid, hidden_size)[None], persistent=False)
         self.t_embed = TimestepEmbedder(hidden_size)
         self.y_embed = nn.Embedding(num_classes + 1, hidden_size) if num_classes > 0 else None
-        self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio, norm, mlp, qk_norm) for _ in range(depth))
+        self.prompt_encoder = None
+        if prompt:
+            options = {k: v for k, v in prompt.items() if k not in ("channels", "length")}
+            self.prompt_encoder = PromptEncoder(prompt["channels"], prompt["length"], hidden_size, **options)
+        cross = self.prompt_encoder is not None
+        self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio, norm, mlp, qk_norm, cross) for _ in range(depth))
         self.final_norm = make_norm(norm, hidden_size)
         self.final_modulation = nn.Linear(hidden_size, 2 * hidden_size)
         self.final_linear = nn.Linear(hidden_size, patch_dim)
@@ -194,6 +224,29 @@ class DiT(nn.Module):
         return self.num_classes
 
     @property
+    def conditional(self) -> bool:
+        """Whether the model reads a condition (classes or prompts)."""
+        return self.num_classes > 0 or self.prompt_encoder is not None
+
+    def null_condition(self, y: torch.Tensor) -> torch.Tensor:
+        """The learned null condition in place of every row of ``y`` (what guidance contrasts with)."""
+        if self.prompt_encoder is not None:
+            return torch.zeros_like(y)
+        return torch.full_like(y, self.null_class)
+
+    def drop_condition(self, y: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        """``y`` with the rows where ``drop`` (bool, ``(B,)``) is true replaced by the null condition."""
+        return torch.where(drop.view(-1, *[1] * (y.ndim - 1)), self.null_condition(y), y)
+
+    def empty_condition(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor | None:
+        """``batch`` null conditions (a trial forward, an unconditional draw); None for an unconditional model."""
+        if self.prompt_encoder is not None:
+            return torch.zeros(batch, self.prompt_encoder.in_channels + 1, self.prompt_encoder.length, device=device)
+        if self.num_classes:
+            return torch.full((batch,), self.null_class, dtype=torch.long, device=device)
+        return None
+
+    @property
     def num_tokens(self) -> int:
         return math.prod(self.grid)
 
@@ -206,7 +259,8 @@ class DiT(nn.Module):
         nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
         if self.y_embed is not None:
             nn.init.normal_(self.y_embed.weight, std=0.02)
-        for layer in [*(block.modulation for block in self.blocks), self.final_modulation, self.final_linear]:
+        cross_outputs = [block.cross_attn.proj for block in self.blocks if block.cross_attn is not None]
+        for layer in [*(block.modulation for block in self.blocks), *cross_outputs, self.final_modulation, self.final_linear]:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
@@ -231,25 +285,29 @@ class DiT(nn.Module):
         x = tokens.reshape(batch, h, w, self.in_channels, p, p).permute(0, 3, 1, 4, 2, 5)
         return x.reshape(batch, self.in_channels, h * p, w * p)[..., : self.spatial[0], : self.spatial[1]]
 
-    def condition(self, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        c = self.t_embed(t)
+    def condition(self, t: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The adaLN conditioning vector, and the cross-attention tokens of a prompt model (else None)."""
+        c, context = self.t_embed(t), None
+        if y is None:
+            y = self.empty_condition(t.shape[0], t.device)
         if self.y_embed is not None:
-            if y is None:
-                y = torch.full_like(t, self.null_class, dtype=torch.long)
             c = c + self.y_embed(y)
-        return F.silu(c)
+        elif self.prompt_encoder is not None:
+            context, pooled = self.prompt_encoder(y.to(c.dtype))
+            c = c + pooled
+        return F.silu(c), context
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, x_self: torch.Tensor | None = None) -> torch.Tensor:
         """``x_self``: the previous clean-latent estimate, read only by a self-conditioning model."""
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        c = self.condition(t, y)
+        c, context = self.condition(t, y)
         tokens = self.patchify(x)
         if self.self_condition:
             tokens = torch.cat([tokens, self.patchify(x_self if x_self is not None else torch.zeros_like(x))], dim=-1)
         h = self.patch_embed(tokens) + self.pos_embed
         for block in self.blocks:
-            h = block(h, c)
+            h = block(h, c, context)
         shift, scale = self.final_modulation(c).chunk(2, dim=-1)
         return self.unpatchify(self.final_linear(modulate(self.final_norm(h), shift, scale)))
 
@@ -262,4 +320,10 @@ class DiT(nn.Module):
         attention = cfg["depth"] * 2 * tokens * tokens * dim
         per_sample = sum(block.modulation.weight.numel() for block in self.blocks) + self.final_modulation.weight.numel()
         per_sample += sum(m.weight.numel() for m in self.t_embed.mlp if isinstance(m, nn.Linear))
-        return 2 * (tokens * per_token + per_sample) + 2 * attention
+        flops = 2 * (tokens * per_token + per_sample) + 2 * attention
+        if self.prompt_encoder is not None:
+            context = self.prompt_encoder.num_tokens
+            cross = [block.cross_attn for block in self.blocks if block.cross_attn is not None]
+            flops += 2 * sum(tokens * (m.q.weight.numel() + m.proj.weight.numel()) + context * m.kv.weight.numel() for m in cross)
+            flops += 2 * len(cross) * 2 * tokens * context * dim + self.prompt_encoder.flops_per_sample()
+        return flops

@@ -50,7 +50,10 @@ def sample_latents(
     batch_size: int = 256,
     project: Projection | None = None,
 ) -> torch.Tensor:
-    """``num`` normalized latents, in batches; the same generator gives the same samples."""
+    """``num`` normalized latents, in batches; the same generator gives the same samples.
+
+    ``labels``: the condition of each sample (class indices or prompts, see :class:`DiT`), or None.
+    """
     dit = getattr(model, "module", model)
     device = next(dit.parameters()).device
     out = []
@@ -58,7 +61,7 @@ def sample_latents(
         count = min(batch_size, num - start)
         noise = torch.randn((count, dit.in_channels, *dit.spatial), generator=generator).to(device)
         y = labels[start:start + count].to(device) if labels is not None else None
-        denoiser = guided(dit, y, cfg_scale, dit.null_class)
+        denoiser = guided(dit, y, cfg_scale, dit.null_condition(y) if y is not None else None)
         out.append(objective.sample(denoiser, noise, steps, sampler, generator, project))
     return torch.cat(out)
 

@@ -95,10 +95,11 @@ class DiffusionModule(L.LightningModule):
         return self.all_gather(state.to(self.device)).cpu()
 
     def drop_labels(self, y: torch.Tensor) -> torch.Tensor | None:
-        if self.model.num_classes == 0:
+        """The batch's conditions (class labels or prompts) with ``class_dropout`` of them made null."""
+        if not self.model.conditional:
             return None
-        drop = torch.rand(y.shape, device=y.device) < self.hparams.class_dropout
-        return torch.where(drop, torch.full_like(y, self.model.null_class), y)
+        drop = torch.rand(y.shape[0], device=y.device) < self.hparams.class_dropout
+        return self.model.drop_condition(y, drop)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         latents, labels = batch
@@ -118,7 +119,7 @@ class DiffusionModule(L.LightningModule):
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(batch_idx)
-            loss = self.objective.loss(self.ema.module, latents, labels if self.model.num_classes else None)
+            loss = self.objective.loss(self.ema.module, latents, labels if self.model.conditional else None)
         self.log("val/loss", loss, sync_dist=True, prog_bar=True)
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
@@ -154,8 +155,7 @@ def compile_in_place(model: DiT) -> bool:
     try:
         probe = torch.compile(model)
         x = torch.zeros(2, model.in_channels, *model.spatial, device=next(model.parameters()).device)
-        y = torch.zeros(2, dtype=torch.long, device=x.device) if model.num_classes else None
-        probe(x, torch.zeros(2, device=x.device), y)
+        probe(x, torch.zeros(2, device=x.device), model.empty_condition(2, x.device))
     except Exception as err:  # a missing compiler, an unsupported backend: training still works eagerly
         log.warning("compile=true: torch.compile does not work here (%s); training without it", str(err).splitlines()[0][:200])
         return False

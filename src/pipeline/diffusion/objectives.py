@@ -22,14 +22,16 @@ Projection = Callable[[torch.Tensor], torch.Tensor]
 SELF_CONDITION_RATE = 0.5  # share of training examples that see the model's own estimate (Analog Bits)
 
 
-def guided(model: nn.Module, y: torch.Tensor | None, scale: float, null_class: int) -> Denoiser:
-    """Classifier-free guidance on all channels: ``uncond + scale * (cond - uncond)``.
+def guided(model: nn.Module, y: torch.Tensor | None, scale: float, null: torch.Tensor | None = None) -> Denoiser:
+    """Classifier-free guidance on all channels: ``uncond + scale * (cond - uncond)``, where the
+    unconditional prediction reads ``null`` (the model's null condition for every row of ``y``).
 
-    Scale 1 (or no labels) is the plain conditional prediction, one forward per step.
+    Scale 1 (or no condition) is the plain conditional prediction, one forward per step.
     """
     if y is None or scale == 1.0:
         return lambda x, t, x_self=None: model(x, t.expand(x.shape[0]), y, x_self)
-    null = torch.full_like(y, null_class)
+    if null is None:
+        raise ValueError("guidance needs the null condition")
 
     def denoise(x: torch.Tensor, t: torch.Tensor, x_self: torch.Tensor | None = None) -> torch.Tensor:
         both = None if x_self is None else torch.cat([x_self, x_self])
