@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
-from pipeline.diffusion.generate import class_labels, generate
+from pipeline.diffusion.generate import generate
 from pipeline.media import Media
 from pipeline.tokenizer import VQVAE
 
@@ -44,19 +45,21 @@ class ReconstructionGrid(L.Callback):
 
 
 class SampleGrid(L.Callback):
-    """Every ``every_n_steps`` and at the end of training: EMA samples from the same noise, one row per class.
+    """Every ``every_n_steps`` and at the end of training: EMA samples from the same noise, one row per condition.
 
-    Written by the modality's media writer as ``samples/step<step>.*`` and logged to W&B as
-    ``samples/grid``, so runs compare by eye (or ear) at equal steps.
+    ``rows()`` gives the condition of each row (class labels, or prompts; None: one unconditional
+    row) and the rows' names; each row holds ``per_row`` samples. Written by the modality's media
+    writer as ``samples/step<step>.*`` and logged to W&B as ``samples/grid``, so runs compare by
+    eye (or ear) at equal steps.
     """
 
     def __init__(
-        self, media: Media, tokenizer: VQVAE, out_dir: str | Path, every_n_steps: int, per_class: int, steps: int, sampler: str | None,
-        cfg_scale: float, seed: int, snap_to_codes: bool = False,
+        self, media: Media, tokenizer: VQVAE, out_dir: str | Path, every_n_steps: int, per_row: int, steps: int, sampler: str | None,
+        cfg_scale: float, seed: int, rows: Callable[[], tuple[torch.Tensor | None, list[str]]], snap_to_codes: bool = False,
     ) -> None:
         self.media, self.tokenizer, self.out_dir, self.every_n_steps = media, tokenizer, Path(out_dir), every_n_steps
-        self.per_class, self.steps, self.sampler, self.cfg_scale, self.seed = per_class, steps, sampler, cfg_scale, seed
-        self.snap_to_codes = snap_to_codes
+        self.per_row, self.steps, self.sampler, self.cfg_scale, self.seed = per_row, steps, sampler, cfg_scale, seed
+        self.rows, self.snap_to_codes = rows, snap_to_codes
         self.last_path: Path | None = None
         self.last_step = -1
 
@@ -71,22 +74,28 @@ class SampleGrid(L.Callback):
     def render(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        model = pl_module.ema.module
-        rows = max(model.num_classes, 1)
-        labels = class_labels(rows * self.per_class, model.num_classes)
+        conditions, names = self.rows()
+        count = len(names) * self.per_row
+        repeated = conditions.repeat_interleave(self.per_row, dim=0) if conditions is not None else None
         self.tokenizer.to(pl_module.device)
         samples = self.media.to_data(generate(
-            model, pl_module.objective, self.tokenizer, pl_module.latent_mean, pl_module.latent_std, labels, rows * self.per_class,
+            pl_module.ema.module, pl_module.objective, self.tokenizer, pl_module.latent_mean, pl_module.latent_std, repeated, count,
             self.steps, self.sampler, self.cfg_scale, torch.Generator().manual_seed(self.seed), snap_to_codes=self.snap_to_codes,
         ))
-        grid_rows = list(samples.view(rows, self.per_class, *samples.shape[1:]))
-        names = [f"class {c}" for c in range(rows)] if model.num_classes else ["unconditional"]
+        grid_rows = list(samples.view(len(names), self.per_row, *samples.shape[1:]))
         files = self.media.save_rows(grid_rows, names, self.out_dir / f"step{trainer.global_step:06d}")
         self.last_path, self.last_step = files[0], trainer.global_step
         caption = f"EMA, {self.steps} steps, guidance {self.cfg_scale}"
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 self.media.log(logger, "samples/grid", grid_rows, names, files, trainer.global_step, caption)
+
+
+def class_rows(num_classes: int) -> tuple[torch.Tensor | None, list[str]]:
+    """One grid row per class (``None``, one unconditional row, without classes)."""
+    if num_classes <= 0:
+        return None, ["unconditional"]
+    return torch.arange(num_classes), [f"class {c}" for c in range(num_classes)]
 
 
 class PlainProgress(L.Callback):

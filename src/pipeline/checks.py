@@ -28,6 +28,24 @@ def check_config(cfg: DictConfig) -> None:
         resume_target(cfg.resume, Path(cfg.paths.output_dir).resolve() / cfg.data.name / cfg.stage.name)
     if cfg.stage.name in ("sample", "eval"):
         check_sample_settings(cfg)
+    check_condition(cfg)
+
+
+def check_condition(cfg: DictConfig) -> None:
+    """Prompts need paired data, and paired data is for stage two: its tokenizers train on each data set alone."""
+    paired = "prompts" in cfg.data
+    kind = cfg.condition.kind
+    if paired and cfg.stage.name == "vqvae":
+        raise UserError(
+            f"data={cfg.data.name} pairs images with prompts for stage two; train its tokenizers on each data set alone: "
+            f"python -m pipeline stage=vqvae data={cfg.data.image.name} (and data=spoken_digits, data=fortunes)"
+        )
+    if kind in ("text", "audio") and cfg.stage.name != "vqvae" and not paired:
+        raise UserError(f"condition={kind} needs prompts paired with images: use data=paired (data={cfg.data.name} has none)")
+    if paired and kind in ("text", "audio") and kind not in cfg.data.prompts:
+        raise UserError(f"data={cfg.data.name} has no {kind} prompts; valid: condition={' | '.join(sorted(cfg.data.prompts))} (or class, none)")
+    if cfg.get("sample", {}).get("prompt") and cfg.stage.name == "sample" and kind not in ("text", "audio"):
+        raise UserError(f"sample.prompt is for DiTs trained with condition=text or condition=audio (condition={kind})")
 
 
 def check_sample_settings(cfg: DictConfig) -> None:

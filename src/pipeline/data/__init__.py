@@ -3,8 +3,10 @@
 from pipeline.data.audio import AudioDataModule, AudioTensorDataset
 from pipeline.data.datamodule import DataModule
 from pipeline.data.image import ImageDataModule, ImageTensorDataset
+from pipeline.data.paired import AudioPrompts, PairedData, TextPrompts
 from pipeline.data.text import ByteSequenceDataset, TextDataModule
 
 __all__ = [
-    "AudioDataModule", "AudioTensorDataset", "ByteSequenceDataset", "DataModule", "ImageDataModule", "ImageTensorDataset", "TextDataModule",
+    "AudioDataModule", "AudioPrompts", "AudioTensorDataset", "ByteSequenceDataset", "DataModule", "ImageDataModule", "ImageTensorDataset", "PairedData",
+    "TextDataModule", "TextPrompts",
 ]

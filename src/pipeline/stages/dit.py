@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,9 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from pipeline.callbacks import SampleGrid
+from pipeline.callbacks import SampleGrid, class_rows
 from pipeline.diffusion import DiffusionModule, DiT, LatentDataModule, file_digest, save_dit
+from pipeline.diffusion.paired_latents import PairedLatentDataModule
 from pipeline.errors import UserError
 from pipeline.interrupts import CheckpointOnSignal
 from pipeline.nonfinite import SkipNonFiniteSteps
@@ -21,9 +23,10 @@ from pipeline.rundir import RunDir
 from pipeline.strategies import for_devices
 from pipeline.tracking import RunStats
 from pipeline.stages.common import (
-    build_loggers, build_trainer, checked_sampler, fit_and_validate, latest_output, periodic_checkpoint, record_input, record_output, record_start, scalar_metrics, scale_record,
-    start_run, tracked, wandb_run_path,
+    build_loggers, build_trainer, checked_sampler, fit_and_validate, image_data_name, latest_output, periodic_checkpoint, record_input, record_output, record_start,
+    scalar_metrics, scale_record, stage_dir, start_run, tracked, wandb_run_path,
 )
+from pipeline.stages.conditioning import dit_prompt_options, prompt_kind, prompt_record, prompt_source, training_prompt_tokenizer
 from pipeline.tokenizer import VQVAE, load_tokenizer
 
 
@@ -51,11 +54,14 @@ def resumed_tokenizer(cfg: DictConfig, resume: ResumePoint) -> Path:
     return Path(recorded)
 
 
-def build_module(cfg: DictConfig, tokenizer: VQVAE) -> DiffusionModule:
-    """The DiT sized to the tokenizer's latents, with the configured objective; statistics come from the cache."""
+def build_module(cfg: DictConfig, tokenizer: VQVAE, prompt_tokenizer: VQVAE | None = None) -> DiffusionModule:
+    """The DiT sized to the tokenizer's latents, conditioned as ``condition`` says (on prompts: sized to the
+    prompt tokenizer's latents), with the configured objective; statistics come from the cache."""
     channels, *grid = tokenizer.tokenizer_metadata["latent_shape"]
-    num_classes = int(cfg.data.num_classes) if cfg.stage.class_conditional and cfg.modality.class_conditional else 0
-    model: DiT = instantiate(cfg.dit, input_size=grid, in_channels=channels, num_classes=num_classes)
+    by_class = cfg.condition.kind == "class" and cfg.modality.class_conditional
+    num_classes = int(cfg.data.num_classes) if by_class else 0
+    prompt = dit_prompt_options(cfg, prompt_tokenizer) if prompt_tokenizer is not None else None
+    model: DiT = instantiate(cfg.dit, input_size=grid, in_channels=channels, num_classes=num_classes, prompt=prompt)
     objective = instantiate(cfg.objective)
     return instantiate(
         cfg.diffusion, model=model, objective=objective, latent_mean=torch.zeros(channels), latent_std=torch.ones(channels), compile=cfg.compile,
@@ -67,21 +73,28 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
     cfg = for_devices(cfg)
     checked_sampler(instantiate(cfg.objective), cfg.sample.sampler)  # the sample grids use it: refuse it now, not 500 steps in
     run_dir, resume, wandb_id = start_run(cfg)
-    tokenizer_path = resumed_tokenizer(cfg, resume) if resume else latest_output(cfg, "vqvae", "tokenizer.pt", "tokenizer_ckpt")
+    data, images = instantiate(cfg.data), image_data_name(cfg)
+    tokenizer_path = resumed_tokenizer(cfg, resume) if resume else latest_output(cfg, "vqvae", "tokenizer.pt", "tokenizer_ckpt", images)
     tokenizer = load_matching_tokenizer(cfg, tokenizer_path)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     latents = LatentDataModule(
-        instantiate(cfg.data), tokenizer_path, Path(cfg.paths.output_dir).resolve() / cfg.data.name / "latents",
+        getattr(data, "image", data), tokenizer_path, stage_dir(cfg, "latents", images),
         batch_size=cfg.data.batch_size, hflip=cfg.modality.hflip, num_workers=cfg.data.num_workers, shuffle=cfg.data.shuffle, seed=cfg.seed,
         latent_shape=tokenizer.tokenizer_metadata.get("latent_shape"),
     )
-    module = build_module(cfg, tokenizer)
+    datamodule: LatentDataModule | PairedLatentDataModule = latents
+    prompt_tokenizer_path, prompt_tokenizer = None, None
+    if kind := prompt_kind(cfg):
+        source = prompt_source(data, kind)
+        prompt_tokenizer_path, prompt_tokenizer = training_prompt_tokenizer(cfg, source)
+        datamodule = PairedLatentDataModule(latents, source, prompt_tokenizer_path)
+    module = build_module(cfg, tokenizer, prompt_tokenizer)
     if resume:
         check_fits(resume, module)
     loggers = build_loggers(cfg, run_dir, wandb_id, resume)
     grid = SampleGrid(
         instantiate(cfg.modality.media), tokenizer, run_dir.samples, cfg.stage.grid_every_n_steps, cfg.stage.grid_per_class, cfg.stage.grid_steps,
-        cfg.sample.sampler, cfg.sample.cfg_scale, cfg.seed, cfg.sample.snap_to_codes,
+        cfg.sample.sampler, cfg.sample.cfg_scale, cfg.seed, grid_rows(module.model, datamodule), cfg.sample.snap_to_codes,
     )
     checkpoints = ModelCheckpoint(dirpath=str(run_dir.checkpoints), filename="step-{step}", save_last=True, save_top_k=1, monitor="val/loss", auto_insert_metric_name=False,
                                   enable_version_counter=False)
@@ -91,17 +104,32 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints, *periodic_checkpoint(cfg, run_dir), stop, guard, stats])
     if trainer.is_global_zero:
         record_start(cfg, run_dir, loggers, wandb_id, tokenizer=str(tokenizer_path), resumed_from=str(resume.checkpoint) if resume else None)
-        record_input(loggers, run_dir, "tokenizer", cfg.data.name, tokenizer_path)
+        record_input(loggers, run_dir, "tokenizer", images, tokenizer_path)
+        if prompt_tokenizer_path is not None:
+            record_input(loggers, run_dir, "prompt_tokenizer", str(cfg.condition.tokenizer_data), prompt_tokenizer_path)
     with tracked(run_dir, loggers, trainer.is_global_zero, stop):
-        fit_and_validate(cfg, trainer, module, latents, resume)
+        fit_and_validate(cfg, trainer, module, datamodule, resume)
         metrics = scalar_metrics(trainer.callback_metrics)
-        result = _finish(cfg, trainer, module, latents, tokenizer_path, run_dir, grid, metrics, stats)
+        result = _finish(cfg, trainer, module, datamodule, tokenizer_path, run_dir, grid, metrics, stats)
     return result
 
 
+def grid_rows(model: DiT, datamodule: LatentDataModule | PairedLatentDataModule) -> Callable[[], tuple[torch.Tensor | None, list[str]]]:
+    """The training grid's rows: one per class, or for a prompt model one held-out (val) prompt per digit."""
+    if not isinstance(datamodule, PairedLatentDataModule):
+        return lambda: class_rows(model.num_classes)
+
+    def prompt_rows() -> tuple[torch.Tensor, list[str]]:
+        bank = datamodule.banks["val"]
+        digits = torch.tensor(sorted(bank.by_label))
+        return bank.for_labels(digits, torch.zeros_like(digits)), [f"held-out prompt for {d}" for d in digits.tolist()]
+
+    return prompt_rows
+
+
 def _finish(
-    cfg: DictConfig, trainer: L.Trainer, module: DiffusionModule, latents: LatentDataModule, tokenizer_path: Path, run_dir: RunDir,
-    grid: SampleGrid, metrics: dict[str, float], stats: RunStats,
+    cfg: DictConfig, trainer: L.Trainer, module: DiffusionModule, latents: LatentDataModule | PairedLatentDataModule, tokenizer_path: Path,
+    run_dir: RunDir, grid: SampleGrid, metrics: dict[str, float], stats: RunStats,
 ) -> dict[str, Any]:
     dit_path = run_dir.path / "dit.pt"
     if trainer.is_global_zero:
@@ -109,6 +137,8 @@ def _finish(
             "data": cfg.data.name, "modality": cfg.modality.name, "tokenizer": str(Path(tokenizer_path).resolve()), "tokenizer_id": latents.tokenizer_id,
             "latent_cache": str(latents.cache_dir), "run_name": run_dir.path.name, "step": trainer.global_step,
             "preset": cfg.dit.get("preset"), "objective": module.objective.name,
+            "condition": prompt_record(latents.source.modality, latents.tokenizer_path, latents.prompt_mean, latents.prompt_std)
+            if isinstance(latents, PairedLatentDataModule) else {"kind": "class" if module.model.num_classes else "none"},
         }
         save_dit(module, dit_path, metadata)
         record_output(trainer.loggers, run_dir, "dit", cfg.data.name, dit_path, {**metadata, **metrics})

@@ -7,12 +7,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from pipeline.fileio import write_json
-from pipeline.stages.common import build_loggers, record_input, record_start, stage_dir, start_run, tracked, wandb_logger, wandb_run_path
-from pipeline.stages.generation import load_generator
+from pipeline.data.paired import PromptSource
+from pipeline.stages.common import build_loggers, image_data_name, record_input, record_start, stage_dir, start_run, tracked, wandb_logger, wandb_run_path
+from pipeline.stages.conditioning import prompt_source
+from pipeline.stages.generation import Generator, load_generator
 
 
 def finite_or_none(value: Any) -> Any:
@@ -20,15 +23,25 @@ def finite_or_none(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
+def heldout_prompts(generator: Generator, source: PromptSource, num: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """``num`` conditions cycling through the held-out (test) prompts, their digits, and what ``eval.json`` says of them:
+    ``eval/cond_accuracy`` is then the share of images the reference classifier assigns to their prompt's digit."""
+    examples, digits = source.examples("test")
+    order = torch.arange(num) % len(digits)
+    info = {"condition": generator.prompts.kind, "heldout_prompts": len(digits), "prompt_tokenizer": str(generator.prompts.tokenizer_path)}
+    return generator.conditions(examples)[order], digits[order], info
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Generate ``eval.num_samples`` examples (capped at the test split) and score them beside real and reconstructed data."""
     start = time.perf_counter()
-    generator = load_generator(cfg)
+    paired = instantiate(cfg.data)
+    generator = load_generator(cfg, paired)
     media, evaluator = instantiate(cfg.modality.media), instantiate(cfg.modality.evaluator)
-    data = instantiate(cfg.data)
+    data = getattr(paired, "image", paired)  # what is generated, scored against its reference classifier
     data.prepare_data()
     data.setup()
-    prepared = evaluator.prepare(data, stage_dir(cfg, "classifier"), cfg)
+    prepared = evaluator.prepare(data, stage_dir(cfg, "classifier", image_data_name(cfg)), cfg)
     run_dir, _, wandb_id = start_run(cfg)
     loggers = build_loggers(cfg, run_dir, wandb_id)
     record_start(cfg, run_dir, loggers, wandb_id, dit=str(generator.dit_path), tokenizer=str(generator.tokenizer_path))
@@ -36,13 +49,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     with tracked(run_dir, loggers):
         test = data.splits["test"]
         num = min(int(cfg.eval.num_samples), len(test))
-        labels = test.labels[:num] if generator.dit.model.num_classes else None
+        if generator.prompts is not None:
+            conditions, labels, prompt_info = heldout_prompts(generator, prompt_source(paired, generator.prompts.kind), num)
+        else:
+            conditions = labels = test.labels[:num] if generator.dit.model.num_classes else None
+            prompt_info = {}
         sample_start = time.perf_counter()
-        generated = media.to_data(generator.samples(labels, num, cfg, cfg.seed))
+        generated = media.to_data(generator.samples(conditions, num, cfg, cfg.seed))
         sample_seconds = time.perf_counter() - sample_start
         scores = evaluator.score(generated, labels, data, generator.tokenizer, media, cfg.seed)
         report = {
-            **scores, **prepared, **evaluator.notes(), "num_samples": num,
+            **scores, **prepared, **evaluator.notes(), **prompt_info, "num_samples": num,
             "sampler": cfg.sample.sampler or generator.dit.objective.default_sampler, "steps": cfg.sample.steps, "cfg_scale": cfg.sample.cfg_scale,
             "snap_to_codes": cfg.sample.snap_to_codes,
             "dit": str(generator.dit_path), "tokenizer": str(generator.tokenizer_path),

@@ -13,7 +13,8 @@ from omegaconf import DictConfig
 from pipeline.diffusion import class_labels
 from pipeline.media import save_npz
 from pipeline.stages.common import build_loggers, record_input, record_start, start_run, tracked, wandb_logger, wandb_run_path
-from pipeline.stages.generation import load_generator
+from pipeline.stages.conditioning import prompt_source
+from pipeline.stages.generation import Generator, load_generator
 
 
 def class_rows(samples: torch.Tensor, labels: torch.Tensor | None, num_classes: int, width: int = 8) -> tuple[list[torch.Tensor], list[str]]:
@@ -23,18 +24,38 @@ def class_rows(samples: torch.Tensor, labels: torch.Tensor | None, num_classes: 
     return [samples[labels == c] for c in range(num_classes)], [f"class {c}" for c in range(num_classes)]
 
 
+def prompt_conditions(cfg: DictConfig, generator: Generator, data: Any) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """A prompt DiT's conditions for ``sample.num`` samples: ``sample.prompt`` for all of them, or else
+    one held-out (test) prompt per digit, digits in turn; their digits (None for a user's prompt) and a caption."""
+    source = prompt_source(data, generator.prompts.kind)
+    num = cfg.sample.num
+    if cfg.sample.prompt:
+        condition = generator.conditions(source.load(str(cfg.sample.prompt)))
+        return condition.expand(num, *condition.shape[1:]), None, f"prompt {cfg.sample.prompt!r}"
+    examples, digits = source.examples("test")
+    labels = class_labels(num, data.num_classes)
+    first = torch.stack([torch.nonzero(digits == d).flatten()[0] for d in range(data.num_classes)])
+    return generator.conditions(examples[first])[labels], labels, "one held-out prompt per digit"
+
+
 def sample(cfg: DictConfig) -> dict[str, Any]:
     """Write ``samples.npz`` (the modality's arrays, ``labels`` int64 when conditional) and the media files."""
-    generator = load_generator(cfg)
+    data = instantiate(cfg.data)
+    generator = load_generator(cfg, data)
     media = instantiate(cfg.modality.media)
     num_classes = generator.dit.model.num_classes
     run_dir, _, wandb_id = start_run(cfg)
     loggers = build_loggers(cfg, run_dir, wandb_id)
-    record_start(cfg, run_dir, loggers, wandb_id, dit=str(generator.dit_path), tokenizer=str(generator.tokenizer_path))
+    record_start(cfg, run_dir, loggers, wandb_id, dit=str(generator.dit_path), tokenizer=str(generator.tokenizer_path), prompt=cfg.sample.prompt)
     record_input(loggers, run_dir, "dit", cfg.data.name, generator.dit_path)
     with tracked(run_dir, loggers):
-        labels = class_labels(cfg.sample.num, num_classes)
-        samples = media.to_data(generator.samples(labels, cfg.sample.num, cfg, cfg.seed))
+        caption = f"{cfg.sample.steps} {cfg.sample.sampler or generator.dit.objective.default_sampler} steps, guidance {cfg.sample.cfg_scale}"
+        if generator.prompts is not None:
+            conditions, labels, what = prompt_conditions(cfg, generator, data)
+            num_classes, caption = (data.num_classes if labels is not None else 0), f"{what}, {caption}"
+        else:
+            conditions = labels = class_labels(cfg.sample.num, num_classes)
+        samples = media.to_data(generator.samples(conditions, cfg.sample.num, cfg, cfg.seed))
         arrays = media.arrays(samples)
         if labels is not None:
             arrays["labels"] = labels.numpy().astype(np.int64)
@@ -43,7 +64,6 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
         files = media.save_rows(rows, names, run_dir.path / media.sample_stem)
         logger = wandb_logger(loggers)
         if logger is not None:
-            caption = f"{cfg.sample.steps} {cfg.sample.sampler or generator.dit.objective.default_sampler} steps, guidance {cfg.sample.cfg_scale}"
             media.log(logger, "samples/grid", rows, names, files, None, caption)
         run_dir.update(status="finished", samples=str(npz_path), grid=str(files[0]), num=cfg.sample.num)
         run_dir.mark_latest()

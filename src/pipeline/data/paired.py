@@ -1,0 +1,160 @@
+"""Paired data for cross-modal stage two: images, and prompts in another modality that ask for them.
+
+Offline, pairs are made by shared label: every image of a digit goes with a prompt for that digit,
+drawn anew each time it is served: a spoken clip of the digit (:class:`AudioPrompts`, from the
+spoken-digits data set) or a sentence from a template (:class:`TextPrompts`, "a handwritten
+seven"). The prompts of the val and test splits are held out: clips of the audio set's own
+held-out splits, and templates never used in training.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+import numpy as np
+import torch
+
+from pipeline.data.audio import PEAK, AudioDataModule, decode_audio, fix_length
+from pipeline.data.image import ImageDataModule
+from pipeline.data.text import PAD
+from pipeline.detect import AUDIO_SUFFIXES
+from pipeline.errors import UserError
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+class PromptSource(ABC):
+    """Prompts of one modality with the digit each asks for, per split, as the source tokenizer takes them."""
+
+    modality: str
+
+    @property
+    @abstractmethod
+    def example_shape(self) -> list[int]:
+        """The shape of one prompt as the source tokenizer takes it (what its ``example_shape`` must be)."""
+
+    def prepare(self) -> None:
+        """Make the prompts available on disk (rank 0); nothing to do by default."""
+
+    @abstractmethod
+    def examples(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompts of ``split`` (train, val or test) as tokenizer inputs ``(P, ...)``, and their digits ``(P,)``."""
+
+    @abstractmethod
+    def load(self, prompt: str) -> torch.Tensor:
+        """One prompt a user gives (``sample.prompt``) as a tokenizer input ``(1, ...)``, or one line saying why not."""
+
+
+class TextPrompts(PromptSource):
+    """Sentences from templates with ``{word}`` ("seven") or ``{digit}`` ("7") in them.
+
+    Args:
+        templates: the training templates.
+        heldout_templates: the templates of the val and test prompts, never seen in training.
+        seq_length: bytes per prompt (the text tokenizer's example length); shorter ones are padded.
+    """
+
+    modality = "text"
+
+    def __init__(self, templates: list[str], heldout_templates: list[str], seq_length: int = 128) -> None:
+        if not templates or not heldout_templates:
+            raise UserError("text prompts need at least one training and one held-out template")
+        overlap = sorted(set(templates) & set(heldout_templates))
+        if overlap:
+            raise UserError(f"held-out templates must not be training templates: {overlap}")
+        self.templates, self.heldout_templates, self.seq_length = list(templates), list(heldout_templates), seq_length
+
+    @property
+    def example_shape(self) -> list[int]:
+        return [self.seq_length]
+
+    @staticmethod
+    def fill(templates: list[str]) -> tuple[list[str], list[int]]:
+        """Every template for every digit: the sentences and their digits."""
+        pairs = [(template.format(word=word, digit=digit), digit) for template in templates for digit, word in enumerate(DIGIT_WORDS)]
+        return [text for text, _ in pairs], [digit for _, digit in pairs]
+
+    def encode(self, text: str) -> torch.Tensor:
+        """UTF-8 bytes padded with 0 to ``seq_length``: int64 ``(seq_length,)``."""
+        data = text.encode("utf-8")
+        if not data or len(data) > self.seq_length:
+            raise UserError(f"a text prompt must be 1 to {self.seq_length} bytes of UTF-8 (the text tokenizer's length); got {len(data)}")
+        out = torch.full((self.seq_length,), PAD, dtype=torch.long)
+        out[: len(data)] = torch.tensor(list(data))
+        return out
+
+    def examples(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        texts, digits = self.fill(self.templates if split == "train" else self.heldout_templates)
+        return torch.stack([self.encode(text) for text in texts]), torch.tensor(digits)
+
+    def load(self, prompt: str) -> torch.Tensor:
+        if Path(prompt).suffix.lower() in AUDIO_SUFFIXES and Path(prompt).expanduser().is_file():
+            raise UserError(f"sample.prompt={prompt} is an audio file, but this DiT reads text prompts: pass a sentence, e.g. sample.prompt='a handwritten three'")
+        return self.encode(prompt)[None]
+
+
+class AudioPrompts(PromptSource):
+    """Spoken digits: the clips of an audio data module (its train split for training, its val and test splits held out).
+
+    Args:
+        data: the spoken-digits :class:`~pipeline.data.AudioDataModule` (labels are the digits).
+    """
+
+    modality = "audio"
+
+    def __init__(self, data: AudioDataModule) -> None:
+        self.data = data
+
+    @property
+    def example_shape(self) -> list[int]:
+        return [1, self.data.spec["clip_length"]]
+
+    def prepare(self) -> None:
+        self.data.prepare_data()
+
+    def examples(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        self.data.setup()
+        dataset = self.data.splits[split]
+        return dataset.clips, dataset.labels
+
+    def load(self, prompt: str) -> torch.Tensor:
+        path = Path(prompt).expanduser()
+        if not path.is_file():
+            raise UserError(f"this DiT reads spoken prompts: sample.prompt must be an audio file ({', '.join(sorted(AUDIO_SUFFIXES))}), and {prompt!r} is not a file")
+        spec = self.data.spec
+        clip = fix_length(decode_audio(path, spec["sample_rate"]), spec["clip_length"])
+        if spec["peak_normalize"]:
+            peak = float(np.abs(clip).max())
+            if peak < 1e-4:
+                raise UserError(f"sample.prompt={prompt} is silent")
+            clip *= PEAK / peak
+        return torch.from_numpy(np.clip(clip, -1.0, 1.0))[None, None]
+
+
+class PairedData:
+    """Images paired by label with prompts of the modality ``condition`` names.
+
+    Args:
+        name: the name runs are filed under (``outputs/<name>/``).
+        image: the image data module (its tokenizer, latent cache and reference classifier are those of its own name).
+        prompts: prompt sources by modality (``text``, ``audio``).
+        condition: which source conditions the DiT (``text`` or ``audio``; ``class`` and ``none`` use the image labels or nothing).
+        modality: always ``image`` (what is generated); num_classes: digits.
+        batch_size, num_workers, shuffle: stage two's loader settings (``batch_size`` is the global batch).
+        size, channels, hflip: the image data's, repeated for ``modality=image`` (which reads them from the data config).
+    """
+
+    def __init__(
+        self, name: str, image: ImageDataModule, prompts: dict[str, PromptSource], condition: str, modality: str = "image", num_classes: int = 10,
+        batch_size: int = 64, num_workers: int = 0, shuffle: bool = True, size: int = 28, channels: int = 1, hflip: bool = False,
+    ) -> None:
+        if (size, channels) != (image.spec["size"], image.spec["channels"]) or hflip != image.hflip:
+            raise UserError(f"data={name}: size, channels and hflip must be those of its image data ({image.name})")
+        self.name, self.image, self.prompts, self.condition, self.modality = name, image, dict(prompts), condition, modality
+        self.num_classes, self.batch_size, self.num_workers, self.shuffle = num_classes, batch_size, num_workers, shuffle
+
+    @property
+    def prompt_source(self) -> PromptSource:
+        if self.condition not in self.prompts:
+            raise UserError(f"data={self.name} has no {self.condition} prompts; valid: condition={' | '.join(sorted(self.prompts))} (or class, none)")
+        return self.prompts[self.condition]

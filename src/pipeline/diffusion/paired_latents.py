@@ -1,0 +1,136 @@
+"""Stage two's data for prompt conditioning: cached image latents, each served with a prompt for its digit.
+
+The prompts go through the source modality's frozen tokenizer once per run (a few thousand short
+examples: seconds), are normalized per channel with the statistics of the training prompts and
+carry the presence channel of :mod:`pipeline.diffusion.prompt`. A training image gets a new random
+prompt of its digit every time it is served; a validation image always gets the same one, so the
+validation loss compares across steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.data.datamodule import check_one_batch
+from pipeline.data.paired import PromptSource
+from pipeline.data.sampling import train_loader
+from pipeline.diffusion.latents import LatentDataModule, LatentDataset
+from pipeline.diffusion.prompt import with_presence
+from pipeline.tokenizer import VQVAE, load_tokenizer
+
+
+@torch.no_grad()
+def encode_prompts(tokenizer: VQVAE, examples: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Tokenizer inputs ``(P, ...)`` -> its continuous latents ``(P, D, L)`` (float32, on the CPU)."""
+    device = next(tokenizer.parameters()).device
+    return torch.cat([tokenizer.encode(chunk.to(device)).float().cpu() for chunk in examples.split(batch_size)])
+
+
+def channel_stats(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of ``(P, D, L)`` latents over prompts and positions."""
+    flat = latents.transpose(0, 1).reshape(latents.shape[1], -1).double()
+    return flat.mean(1).float(), flat.std(1).clamp_min(1e-6).float()
+
+
+def as_prompts(latents: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Raw prompt latents -> normalized prompts with the presence channel: what the DiT reads."""
+    return with_presence((latents - mean.view(1, -1, 1)) / std.view(1, -1, 1))
+
+
+@dataclass
+class PromptBank:
+    """The prompts of one split ``(P, D + 1, L)`` and their digits, with the prompts of each digit indexed."""
+
+    prompts: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        self.by_label = {int(label): torch.nonzero(self.labels == label).flatten() for label in self.labels.unique()}
+
+    def for_labels(self, labels: torch.Tensor, fixed_keys: torch.Tensor | None = None) -> torch.Tensor:
+        """A prompt of each label: a random one, or the one ``fixed_keys`` (ints) pick."""
+        missing = sorted({int(label) for label in labels} - set(self.by_label))
+        if missing:
+            raise ValueError(f"no prompt for labels {missing}")
+        chosen = []
+        for i, label in enumerate(labels.tolist()):
+            pool = self.by_label[label]
+            key = int(fixed_keys[i]) if fixed_keys is not None else int(torch.randint(len(pool), ()))
+            chosen.append(pool[key % len(pool)])
+        return self.prompts[torch.stack(chosen)]
+
+
+class PairedLatentDataset(Dataset):
+    """Image latents (a :class:`LatentDataset`) with a prompt for each one's label in place of the label."""
+
+    def __init__(self, images: LatentDataset, bank: PromptBank, fixed: bool = False) -> None:
+        self.images, self.bank, self.fixed = images, bank, fixed
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        items = self.images.__getitems__(indices)
+        labels = torch.stack([label for _, label in items])
+        prompts = self.bank.for_labels(labels, torch.tensor(indices) if self.fixed else None)
+        return [(latent, prompt) for (latent, _), prompt in zip(items, prompts.unbind(0))]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.__getitems__([index])[0]
+
+
+class PairedLatentDataModule(L.LightningDataModule):
+    """The image latent cache (``images``) served with prompts from ``source`` encoded by the tokenizer at ``tokenizer_path``.
+
+    Args:
+        images: the image :class:`LatentDataModule` (its cache, statistics and loader settings).
+        source: where the prompts come from (:class:`~pipeline.data.paired.TextPrompts`, :class:`~pipeline.data.paired.AudioPrompts`).
+        tokenizer_path: the source modality's stage-one tokenizer.
+    """
+
+    def __init__(self, images: LatentDataModule, source: PromptSource, tokenizer_path: str | Path) -> None:
+        super().__init__()
+        self.images, self.source, self.tokenizer_path = images, source, Path(tokenizer_path)
+        self.banks: dict[str, PromptBank] = {}
+        self.prompt_mean = self.prompt_std = torch.empty(0)
+
+    @property
+    def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image latents' per-channel ``(mean, std)``: what the DiT's outputs are de-normalized with."""
+        return self.images.stats
+
+    @property
+    def tokenizer_id(self) -> str:
+        return self.images.tokenizer_id
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.images.cache_dir
+
+    def prepare_data(self) -> None:
+        self.images.prepare_data()
+        self.source.prepare()
+
+    def setup(self, stage: str | None = None) -> None:
+        self.images.setup(stage)
+        if self.banks:
+            return
+        tokenizer = load_tokenizer(self.tokenizer_path)
+        latents = {split: (encode_prompts(tokenizer, examples), labels) for split in ("train", "val") for examples, labels in [self.source.examples(split)]}
+        self.prompt_mean, self.prompt_std = channel_stats(latents["train"][0])
+        self.banks = {split: PromptBank(as_prompts(z, self.prompt_mean, self.prompt_std), labels) for split, (z, labels) in latents.items()}
+
+    def train_dataloader(self) -> DataLoader:
+        images = self.images
+        check_one_batch(len(images.splits["train"]), images.batch_size, f"the latent cache {images.cache_dir}")
+        dataset = PairedLatentDataset(images.splits["train"], self.banks["train"])
+        return train_loader(dataset, images.batch_size, self.trainer, images.shuffle, images.seed, images.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        dataset = PairedLatentDataset(self.images.splits["val"], self.banks["val"], fixed=True)
+        return DataLoader(dataset, batch_size=self.images.batch_size, shuffle=False, num_workers=self.images.num_workers)
