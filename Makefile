@@ -21,7 +21,7 @@ DEMO_STAGE1 = $(or $(DEMO_STAGE1_$(MODALITY)),stage=vqvae data=$(DEMO_DATA))
 DEMO_PREP_audio := data-spoken-digits
 DEMO_PREP_text := data-fortunes
 
-.PHONY: setup demo test test-all train-vqvae train-dit sample eval compare bench data-fashion-mnist data-spoken-digits data-fortunes clean-venv
+.PHONY: setup demo test test-all train-vqvae train-dit train-ar sample eval compare bench data-fashion-mnist data-spoken-digits data-fortunes clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -54,6 +54,10 @@ train-vqvae: setup
 # Stage two on the newest stage-one run for DATA (or ARGS="tokenizer_ckpt=PATH").
 train-dit: setup
 	$(PY) -m pipeline stage=dit data=$(DATA) $(ARGS)
+
+# The autoregressive baseline prior on the same tokenizer's codes; sample and eval it with ARGS="prior=ar".
+train-ar: setup
+	$(PY) -m pipeline stage=ar data=$(DATA) $(ARGS)
 
 # Samples (PNG grid + samples.npz) and scores (eval.json) from the newest stage-two run for DATA.
 sample: setup

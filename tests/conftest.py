@@ -10,12 +10,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from pipeline.config import config_dir, register_resolvers
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """In-process tests run two at a time on a 2-core machine (pytest-xdist): one intra-op thread each, or the two
+    workers' OpenMP threads spin against each other on small ops (a tiny DiT's training went from 9 s to 230 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def cli_env(**extra: str) -> dict[str, str]:
@@ -52,6 +63,23 @@ def compose_config(*overrides: str, root: Path | None = None) -> DictConfig:
     paths = [f"paths.root={root}"] if root else []
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
         return compose(config_name="config", overrides=["run_name=test", *paths, *overrides])
+
+
+def untrained_tokenizer(folder: Path, *data_overrides: str) -> Path:
+    """``folder/tokenizer.pt``: a seeded, untrained ``vqvae=small`` for the data of ``data_overrides``, saved as stage
+    one saves it. For stage-two tests that need a tokenizer's shapes, not its quality (a stage-one run costs ~20 s)."""
+    from hydra.utils import instantiate
+
+    from pipeline.stages.common import tokenizer_latent_shape
+    from pipeline.tokenizer import save_tokenizer
+
+    cfg = compose_config(*data_overrides, root=folder)
+    torch.manual_seed(0)
+    model = instantiate(cfg.vqvae).eval()
+    metadata = {"data": cfg.data.name, "modality": cfg.modality.name, "example_shape": list(cfg.modality.example_shape),
+                "latent_shape": tokenizer_latent_shape(cfg, model), "num_classes": cfg.data.num_classes, "size_preset": cfg.vqvae.size}
+    folder.mkdir(parents=True, exist_ok=True)
+    return save_tokenizer(model, folder / "tokenizer.pt", metadata)
 
 
 def only_run(root: Path, stage: str = "vqvae") -> Path:

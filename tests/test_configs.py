@@ -23,8 +23,9 @@ VQVAE_OPTIONS = sorted(p.stem for p in (config_dir() / "vqvae").glob("*.yaml"))
 MODALITY_OPTIONS = sorted(p.stem for p in (config_dir() / "modality").glob("*.yaml"))
 DATA_MODALITY = {"mnist": "image", "fashion_mnist": "image", "cifar10": "image", "folder": "image", "synthetic_image": "image",
                  "spoken_digits": "audio", "synthetic_audio": "audio",
-                 "tinystories": "text", "fortunes": "text", "text_file": "text", "synthetic_text": "text"}
+                 "tinystories": "text", "fortunes": "text", "text_file": "text", "synthetic_text": "text", "paired": "image"}
 NEEDS_PATH = {"folder", "text_file"}
+STAGE_ONE_DATA = [data for data in DATA_OPTIONS if data != "paired"]  # paired data is for the DiT only (tests/test_paired.py)
 
 
 def test_options_found() -> None:
@@ -36,7 +37,7 @@ def test_options_found() -> None:
 
 
 @pytest.mark.parametrize("vqvae", VQVAE_OPTIONS)
-@pytest.mark.parametrize("data", DATA_OPTIONS)
+@pytest.mark.parametrize("data", STAGE_ONE_DATA)
 def test_every_data_and_vqvae_option_instantiates(data: str, vqvae: str, tmp_path: Path) -> None:
     """data x size, the modality following the data: the data module, the tokenizer, and a dry run whose latents come back at the example's size."""
     extra = [f"data.path={tmp_path}"] if data in NEEDS_PATH else []
@@ -125,7 +126,7 @@ def test_flat_config_masks_secrets_only(tmp_path: Path) -> None:
     assert flat["tokenizer_ckpt"] is None and flat["data.name"] == "mnist"
 
 
-@pytest.mark.parametrize("stage", ["dit", "sample", "eval"])
+@pytest.mark.parametrize("stage", ["dit", "ar", "sample", "eval"])
 def test_stage_two_configs_compose_and_resolve(stage: str) -> None:
     cfg = compose_config(f"stage={stage}")
     assert cfg.stage.name == stage
@@ -156,6 +157,8 @@ def test_a_stage_tuned_for_one_data_set_and_debug_still_wins(tmp_path: Path) -> 
     assert compose_config("stage=dit", "data=mnist", root=tmp_path).trainer.max_steps == 1500  # no specialisation: the stage's budget
     assert compose_config("stage=vqvae", "data=spoken_digits", root=tmp_path).trainer.max_steps == 1500  # conf/stage_data/vqvae_spoken_digits.yaml
     assert compose_config("stage=dit", "data=fortunes", "debug=fast", root=tmp_path).trainer.max_steps == 20
+    for condition in ("text", "audio"):  # conf/stage_data/dit_paired.yaml: the data option, not its name (paired_<condition>)
+        assert compose_config("stage=dit", "data=paired", f"condition={condition}", root=tmp_path).trainer.max_steps == 900
 
 
 def test_an_experiment_picks_the_networks_of_its_data_modality(tmp_path: Path) -> None:

@@ -66,6 +66,9 @@ def test_stage_one_run_log_holds_config_tags_metric_summaries_media_and_the_toke
         (["stage=dit", "objective=ddpm", "dit=S", "tags=[mine]"], ["image", "vqvae-small", "dit-S", "ddpm", "mine"]),
         (["stage=eval", "data=spoken_digits", "trainer.devices=auto"], ["audio", "vqvae-small", "dit-XS", "flow"]),
         (["stage=vqvae", "strategy=ddp", "trainer.accelerator=cpu", "trainer.devices=[0,1]"], ["image", "vqvae-small", "ddp"]),
+        (["stage=dit", "data=paired", "condition=audio"], ["image", "vqvae-small", "dit-XS", "flow", "condition-audio"]),
+        (["stage=ar"], ["image", "vqvae-small", "ar"]),
+        (["stage=eval", "prior=ar"], ["image", "vqvae-small", "ar"]),
     ],
 )
 def test_run_tags_name_modality_sizes_objective_and_strategy(overrides: list[str], tags: list[str]) -> None:

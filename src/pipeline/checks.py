@@ -11,7 +11,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.detect import prompt_kind_error
 from pipeline.errors import UserError
+from pipeline.outputs import image_data_name, latest_output
 from pipeline.resume import resume_target
 
 
@@ -29,23 +31,44 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.stage.name in ("sample", "eval"):
         check_sample_settings(cfg)
     check_condition(cfg)
+    check_inputs(cfg)
 
 
 def check_condition(cfg: DictConfig) -> None:
-    """Prompts need paired data, and paired data is for stage two: its tokenizers train on each data set alone."""
+    """Prompts need paired data and the DiT; paired data is for the DiT alone (tokenizers and the AR baseline train on each data set)."""
     paired = "prompts" in cfg.data
-    kind = cfg.condition.kind
-    if paired and cfg.stage.name == "vqvae":
+    kind, stage = cfg.condition.kind, cfg.stage.name
+    if paired and stage in ("vqvae", "ar"):
         raise UserError(
-            f"data={cfg.data.name} pairs images with prompts for stage two; train its tokenizers on each data set alone: "
-            f"python -m pipeline stage=vqvae data={cfg.data.image.name} (and data=spoken_digits, data=fortunes)"
+            f"data={cfg.data.name} pairs images with prompts for the DiT; stage={stage} runs on each data set alone: "
+            f"python -m pipeline stage={stage} data={cfg.data.image.name}" + (" (and data=spoken_digits, data=fortunes)" if stage == "vqvae" else "")
         )
-    if kind in ("text", "audio") and cfg.stage.name != "vqvae" and not paired:
+    if stage in ("sample", "eval") and cfg.get("prior", "dit") not in ("dit", "ar"):
+        raise UserError(f"prior={cfg.prior}: valid: dit, ar")
+    if kind in ("text", "audio") and (stage == "ar" or stage in ("sample", "eval") and cfg.get("prior") == "ar"):
+        raise UserError(f"the AR baseline is class-conditional or unconditional: condition={kind} needs the DiT (prior=dit)")
+    if kind in ("text", "audio") and stage in ("dit", "sample", "eval") and not paired:
         raise UserError(f"condition={kind} needs prompts paired with images: use data=paired (data={cfg.data.name} has none)")
     if paired and kind in ("text", "audio") and kind not in cfg.data.prompts:
         raise UserError(f"data={cfg.data.name} has no {kind} prompts; valid: condition={' | '.join(sorted(cfg.data.prompts))} (or class, none)")
-    if cfg.get("sample", {}).get("prompt") and cfg.stage.name == "sample" and kind not in ("text", "audio"):
+    if cfg.get("sample", {}).get("prompt") and stage == "sample" and kind not in ("text", "audio"):
         raise UserError(f"sample.prompt is for DiTs trained with condition=text or condition=audio (condition={kind})")
+
+def check_inputs(cfg: DictConfig) -> None:
+    """What earlier stages must have made: the tokenizers a new stage-two run trains on, the prior that sampling
+    and evaluation use, and the file a prompt names. Missing: one line with the command that makes it."""
+    stage, kind = cfg.stage.name, cfg.condition.kind
+    resuming = cfg.get("resume") not in (False, None, "false", "False")  # a resumed run takes the tokenizers its run.json names
+    if stage in ("dit", "ar") and not resuming:
+        latest_output(cfg, "vqvae", "tokenizer.pt", "tokenizer_ckpt", image_data_name(cfg))
+        if stage == "dit" and kind in ("text", "audio"):
+            latest_output(cfg, "vqvae", "tokenizer.pt", "condition.tokenizer_ckpt", str(cfg.condition.tokenizer_data))
+    if stage in ("sample", "eval"):
+        prior = cfg.get("prior", "dit")
+        latest_output(cfg, prior, f"{prior}.pt", f"{prior}_ckpt")
+    prompt = cfg.get("sample", {}).get("prompt")
+    if stage == "sample" and prompt and kind in ("text", "audio") and (error := prompt_kind_error(str(prompt), kind)):
+        raise UserError(error)
 
 
 def check_sample_settings(cfg: DictConfig) -> None:

@@ -1,6 +1,7 @@
-"""Which modality lies at a path, for ``data=folder``: standard library only, because the entry point
-asks before Hydra composes the config (the modality decides the tokenizer's networks, its loss,
-the media and the evaluator) and every command would otherwise pay for importing torch first.
+"""Which modality lies at a path, for ``data=folder`` and for a prompt (``sample.prompt``): standard library
+only, because the entry point asks before Hydra composes the config (the modality decides the
+tokenizer's networks, its loss, the media and the evaluator), and a prompt of the wrong kind is
+refused before torch loads; every command would otherwise pay for importing torch first.
 """
 
 from __future__ import annotations
@@ -57,3 +58,14 @@ def modality_override(argv: list[str]) -> str | None:
         return None
     detected = detect_modality(overrides["data.path"])
     return f"modality={detected}" if detected else None
+
+
+def prompt_kind_error(prompt: str, kind: str) -> str | None:
+    """Why ``prompt`` cannot be a ``kind`` (``text`` or ``audio``) prompt, or None: a text model given an audio
+    file, or a speech model given anything but a file."""
+    path = Path(prompt).expanduser()
+    if kind == "text" and path.suffix.lower() in AUDIO_SUFFIXES and path.is_file():
+        return f"sample.prompt={prompt} is an audio file, but this DiT reads text prompts: pass a sentence, e.g. sample.prompt='a handwritten three'"
+    if kind == "audio" and not path.is_file():
+        return f"this DiT reads spoken prompts: sample.prompt must be an audio file ({', '.join(sorted(AUDIO_SUFFIXES))}), and {prompt!r} is not a file"
+    return None

@@ -20,6 +20,7 @@ from pipeline.errors import UserError
 STAGES: dict[str, str] = {
     "vqvae": "pipeline.stages.vqvae:train_vqvae",
     "dit": "pipeline.stages.dit:train_dit",
+    "ar": "pipeline.stages.ar:train_ar",
     "sample": "pipeline.stages.sample:sample",
     "eval": "pipeline.stages.evaluate:evaluate",
 }

@@ -87,10 +87,15 @@ def artifact_reference(kind: str, data: str, path: Path) -> str:
 
 
 def run_tags(cfg: DictConfig) -> list[str]:
-    """Tags that filter W&B's run table: modality, tokenizer size, and for stage two on, DiT size and objective."""
+    """Tags that filter W&B's run table: modality, tokenizer size, and for stage two on, the prior (DiT size, objective
+    and a condition other than class labels; or ``ar``)."""
     tags = [cfg.modality.name, f"vqvae-{cfg.vqvae.size}"]
-    if cfg.stage.name != "vqvae":
+    if cfg.stage.name == "ar" or cfg.stage.name in ("sample", "eval") and cfg.get("prior") == "ar":
+        tags.append("ar")
+    elif cfg.stage.name != "vqvae":
         tags += [f"dit-{cfg.dit.get('preset') or 'custom'}", objective_name(cfg.objective._target_)]
+        if cfg.condition.kind != "class":
+            tags.append(f"condition-{cfg.condition.kind}")
     if world_size(cfg) > 1 or cfg.strategy.name != "auto":
         tags.append(cfg.strategy.name)
     return [*tags, *cfg.get("tags", [])]

@@ -17,7 +17,7 @@ import torch
 from pipeline.data.audio import PEAK, AudioDataModule, decode_audio, fix_length
 from pipeline.data.image import ImageDataModule
 from pipeline.data.text import PAD
-from pipeline.detect import AUDIO_SUFFIXES
+from pipeline.detect import prompt_kind_error
 from pipeline.errors import UserError
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -88,8 +88,8 @@ class TextPrompts(PromptSource):
         return torch.stack([self.encode(text) for text in texts]), torch.tensor(digits)
 
     def load(self, prompt: str) -> torch.Tensor:
-        if Path(prompt).suffix.lower() in AUDIO_SUFFIXES and Path(prompt).expanduser().is_file():
-            raise UserError(f"sample.prompt={prompt} is an audio file, but this DiT reads text prompts: pass a sentence, e.g. sample.prompt='a handwritten three'")
+        if error := prompt_kind_error(prompt, self.modality):
+            raise UserError(error)
         return self.encode(prompt)[None]
 
 
@@ -118,10 +118,9 @@ class AudioPrompts(PromptSource):
         return dataset.clips, dataset.labels
 
     def load(self, prompt: str) -> torch.Tensor:
-        path = Path(prompt).expanduser()
-        if not path.is_file():
-            raise UserError(f"this DiT reads spoken prompts: sample.prompt must be an audio file ({', '.join(sorted(AUDIO_SUFFIXES))}), and {prompt!r} is not a file")
-        spec = self.data.spec
+        if error := prompt_kind_error(prompt, self.modality):
+            raise UserError(error)
+        path, spec = Path(prompt).expanduser(), self.data.spec
         clip = fix_length(decode_audio(path, spec["sample_rate"]), spec["clip_length"])
         if spec["peak_normalize"]:
             peak = float(np.abs(clip).max())

@@ -5,7 +5,6 @@ Loadable with ``weights_only=True``; classes are looked up by name, never import
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from pipeline.diffusion.dit import DiT
 from pipeline.diffusion.module import DiffusionModule
 from pipeline.diffusion.objectives import OBJECTIVES, Objective
 from pipeline.errors import UserError, one_line
-from pipeline.fileio import atomic_write
+from pipeline.weights_file import read_weights_file, write_weights_file
 
 FORMAT = "pipeline.dit/1"
 
@@ -34,7 +33,7 @@ class LoadedDiT:
 
 def save_dit(module: DiffusionModule, path: str | Path, metadata: dict[str, Any]) -> Path:
     """Write ``dit.pt`` atomically with the EMA weights (the raw weights stay in the Lightning checkpoint)."""
-    payload = {
+    return write_weights_file(path, {
         "format": FORMAT,
         "config": dict(module.model.config),
         "objective": {"name": module.objective.name, **module.objective.config},
@@ -42,23 +41,12 @@ def save_dit(module: DiffusionModule, path: str | Path, metadata: dict[str, Any]
         "latent_std": module.latent_std.detach().cpu(),
         "metadata": metadata,
         "state_dict": {k: v.detach().cpu() for k, v in module.ema.module.state_dict().items()},
-    }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    return atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
+    })
 
 
 def load_dit(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedDiT:
     """Load ``dit.pt``; a missing, corrupt or foreign file raises :class:`UserError` with one line."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"DiT file not found: {path} (train one with: python -m pipeline stage=dit data=<name>)")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise UserError(f"cannot read DiT file {path}: {one_line(err, 200)}") from err
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UserError(f"{path} is not a pipeline DiT file (expected format {FORMAT!r})")
+    payload = read_weights_file(path, (FORMAT,), "DiT", "train one with: python -m pipeline stage=dit data=<name>", map_location)
     try:
         objective_config = dict(payload["objective"])
         name = objective_config.pop("name")

@@ -13,6 +13,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from pipeline.diffusion.dit import DiT
 from pipeline.diffusion.ema import ema_model
 from pipeline.diffusion.objectives import Objective
+from pipeline.optim import optimizer_config
 
 log = logging.getLogger("pipeline")
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -29,7 +30,7 @@ class DiffusionModule(L.LightningModule):
             (replaced by the datamodule's ``stats`` at setup when it has them).
         optimizer, scheduler: partials, completed with the parameters / the optimizer and ``total_steps``.
         ema_decay: decay of the weight average (ramped up over the first steps).
-        class_dropout: share of labels replaced by the null class, which is what makes guidance possible.
+        class_dropout: share of conditions (labels or prompts) replaced by the null condition, which is what makes guidance possible.
         compile: ``torch.compile`` the DiT for training where it works.
     """
 
@@ -141,13 +142,7 @@ class DiffusionModule(L.LightningModule):
             torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        if self.optimizer_factory is None:
-            raise ValueError("DiffusionModule needs an optimizer factory to train")
-        optimizer = self.optimizer_factory(params=self.model.parameters())
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer=optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return optimizer_config(self.optimizer_factory, self.scheduler_factory, self.model.parameters(), int(self.trainer.estimated_stepping_batches), type(self).__name__)
 
 
 def compile_in_place(model: DiT) -> bool:

@@ -9,7 +9,6 @@ net serves both. ``classifier.pt`` holds plain tensors and a plain-dict config, 
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import time
@@ -21,8 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import UserError, one_line
-from pipeline.fileio import atomic_write, write_json
+from pipeline.fileio import write_json
 from pipeline.logmel import LogMel
+from pipeline.weights_file import read_weights_file, write_weights_file
 
 FORMAT = "pipeline.classifier/1"
 RECIPE = 2  # training recipe; a cached classifier of another recipe is trained again (2: audio noise-floor augmentation)
@@ -156,26 +156,15 @@ def conditional_accuracy(classifier: ReferenceClassifier, examples: torch.Tensor
 
 def save_classifier(model: ReferenceClassifier, record: dict[str, Any], path: str | Path) -> Path:
     """Write ``classifier.pt`` atomically; ``record`` must be plain (numbers, strings)."""
-    payload = {
+    return write_weights_file(path, {
         "format": FORMAT, "config": model.config, "record": record,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-    }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    return atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
+    })
 
 
 def load_classifier(path: str | Path) -> tuple[ReferenceClassifier, dict[str, Any]]:
     """Load ``classifier.pt`` frozen, in eval mode; a missing, corrupt or foreign file raises :class:`UserError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"classifier file not found: {path} (stage=eval trains one and caches it)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, random bytes, pickled objects: all the same to the user
-        raise UserError(f"cannot read classifier file {path}: {one_line(err, 200)}") from err
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UserError(f"{path} is not a pipeline classifier file (expected format {FORMAT!r})")
+    payload = read_weights_file(path, (FORMAT,), "classifier", "stage=eval trains one and caches it")
     try:
         model = ReferenceClassifier(**payload["config"])
         model.load_state_dict(payload["state_dict"])

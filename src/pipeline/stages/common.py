@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from pipeline.callbacks import PlainProgress, interactive_terminal
 from pipeline.checkpoint_io import AtomicCheckpointIO
@@ -25,6 +25,7 @@ from pipeline.csv_metrics import ContinuingCSVLogger
 from pipeline.diffusion.objectives import Objective
 from pipeline.errors import UserError, one_line
 from pipeline.interrupts import CheckpointOnSignal
+from pipeline.outputs import stage_dir
 from pipeline.resume import ResumePoint, find_resume, slurm_job_id
 from pipeline.rundir import RunDir, config_hash
 from pipeline.strategies import build_strategy
@@ -57,39 +58,6 @@ def tokenizer_latent_shape(cfg: DictConfig, model: VQVAE) -> list[int]:
             f"make them divisible by its downsampling x{model.encoder.downsample_factor}"
         )
     return list(latents.shape[1:])
-
-
-def stage_dir(cfg: DictConfig, stage: str, data_name: str | None = None) -> Path:
-    """``outputs/<data>/<stage>``: where runs of ``stage`` for this data (or ``data_name``) land."""
-    return Path(cfg.paths.output_dir).resolve() / (data_name or cfg.data.name) / stage
-
-
-def image_data_name(cfg: DictConfig) -> str:
-    """The data set whose examples stage two generates: the data's own name, or for paired data its image data's
-    (whose tokenizer, latent cache and reference classifier are shared with runs on that data alone)."""
-    return str(OmegaConf.select(cfg, "data.image.name") or cfg.data.name)
-
-
-def latest_output(cfg: DictConfig, stage: str, filename: str, override_key: str, data_name: str | None = None) -> Path:
-    """``cfg[override_key]`` if set, else ``filename`` in the newest finished ``stage`` run of this data (or ``data_name``).
-
-    Missing: one line with the exact command that makes it.
-    """
-    explicit = OmegaConf.select(cfg, override_key)
-    if explicit:
-        path = Path(str(explicit)).expanduser()
-        path = path / filename if path.is_dir() else path
-        if not path.is_file():
-            raise UserError(f"{override_key}={explicit}: no file at {path}")
-        return path.resolve()
-    data_name = data_name or cfg.data.name
-    path = stage_dir(cfg, stage, data_name) / "latest" / filename
-    if not path.is_file():
-        raise UserError(
-            f"no finished {stage} run for data={data_name} (looked for {path}); "
-            f"run first: python -m pipeline stage={stage} data={data_name} (or pass {override_key}=PATH)"
-        )
-    return path.resolve()
 
 
 def start_run(cfg: DictConfig) -> tuple[RunDir, ResumePoint | None, str]:

@@ -18,7 +18,7 @@ from pipeline.data.paired import PairedData, PromptSource
 from pipeline.diffusion.paired_latents import as_prompts, encode_prompts
 from pipeline.errors import UserError
 from pipeline.fileio import file_digest
-from pipeline.stages.common import latest_output
+from pipeline.outputs import latest_output
 from pipeline.tokenizer import VQVAE, load_tokenizer
 
 PROMPT_KINDS = ("text", "audio")
@@ -48,9 +48,15 @@ def load_prompt_tokenizer(path: Path, source: PromptSource) -> VQVAE:
     return tokenizer
 
 
-def training_prompt_tokenizer(cfg: DictConfig, source: PromptSource) -> tuple[Path, VQVAE]:
-    """``condition.tokenizer_ckpt``, or the newest finished stage-one run of ``condition.tokenizer_data``."""
-    path = latest_output(cfg, "vqvae", "tokenizer.pt", "condition.tokenizer_ckpt", str(cfg.condition.tokenizer_data))
+def training_prompt_tokenizer(cfg: DictConfig, source: PromptSource, resumed: dict[str, Any] | None = None) -> tuple[Path, VQVAE]:
+    """``condition.tokenizer_ckpt``, or the newest finished stage-one run of ``condition.tokenizer_data``; a resumed
+    run keeps the one its ``run.json`` (``resumed``) names, whatever stage-one runs finished since."""
+    if resumed is not None:
+        path = Path(str(resumed.get("prompt_tokenizer")))
+        if not path.is_file():
+            raise UserError(f"the prompt tokenizer this run trained on ({path}) is gone; it cannot be resumed, start a new run without resume=")
+    else:
+        path = latest_output(cfg, "vqvae", "tokenizer.pt", "condition.tokenizer_ckpt", str(cfg.condition.tokenizer_data))
     return path, load_prompt_tokenizer(path, source)
 
 

@@ -18,13 +18,14 @@ from pipeline.diffusion.paired_latents import PairedLatentDataModule
 from pipeline.errors import UserError
 from pipeline.interrupts import CheckpointOnSignal
 from pipeline.nonfinite import SkipNonFiniteSteps
+from pipeline.outputs import image_data_name, latest_output, stage_dir
 from pipeline.resume import ResumePoint, check_fits
 from pipeline.rundir import RunDir
 from pipeline.strategies import for_devices
 from pipeline.tracking import RunStats
 from pipeline.stages.common import (
-    build_loggers, build_trainer, checked_sampler, fit_and_validate, image_data_name, latest_output, periodic_checkpoint, record_input, record_output, record_start,
-    scalar_metrics, scale_record, stage_dir, start_run, tracked, wandb_run_path,
+    build_loggers, build_trainer, checked_sampler, fit_and_validate, periodic_checkpoint, record_input, record_output, record_start, scalar_metrics,
+    scale_record, start_run, tracked, wandb_run_path,
 )
 from pipeline.stages.conditioning import dit_prompt_options, prompt_kind, prompt_record, prompt_source, training_prompt_tokenizer
 from pipeline.tokenizer import VQVAE, load_tokenizer
@@ -86,7 +87,7 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
     prompt_tokenizer_path, prompt_tokenizer = None, None
     if kind := prompt_kind(cfg):
         source = prompt_source(data, kind)
-        prompt_tokenizer_path, prompt_tokenizer = training_prompt_tokenizer(cfg, source)
+        prompt_tokenizer_path, prompt_tokenizer = training_prompt_tokenizer(cfg, source, resume.run_dir.read() if resume else None)
         datamodule = PairedLatentDataModule(latents, source, prompt_tokenizer_path)
     module = build_module(cfg, tokenizer, prompt_tokenizer)
     if resume:
@@ -103,7 +104,8 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
     stats = RunStats(cfg.data.batch_size)
     trainer = build_trainer(cfg, run_dir, loggers, [grid, checkpoints, *periodic_checkpoint(cfg, run_dir), stop, guard, stats])
     if trainer.is_global_zero:
-        record_start(cfg, run_dir, loggers, wandb_id, tokenizer=str(tokenizer_path), resumed_from=str(resume.checkpoint) if resume else None)
+        prompts = {"prompt_tokenizer": str(prompt_tokenizer_path)} if prompt_tokenizer_path else {}
+        record_start(cfg, run_dir, loggers, wandb_id, tokenizer=str(tokenizer_path), resumed_from=str(resume.checkpoint) if resume else None, **prompts)
         record_input(loggers, run_dir, "tokenizer", images, tokenizer_path)
         if prompt_tokenizer_path is not None:
             record_input(loggers, run_dir, "prompt_tokenizer", str(cfg.condition.tokenizer_data), prompt_tokenizer_path)

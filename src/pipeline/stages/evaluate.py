@@ -11,9 +11,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from pipeline.fileio import write_json
 from pipeline.data.paired import PromptSource
-from pipeline.stages.common import build_loggers, image_data_name, record_input, record_start, stage_dir, start_run, tracked, wandb_logger, wandb_run_path
+from pipeline.fileio import write_json
+from pipeline.outputs import image_data_name, stage_dir
+from pipeline.stages.common import build_loggers, record_input, record_start, start_run, tracked, wandb_logger, wandb_run_path
 from pipeline.stages.conditioning import prompt_source
 from pipeline.stages.generation import Generator, load_generator
 
@@ -44,15 +45,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     prepared = evaluator.prepare(data, stage_dir(cfg, "classifier", image_data_name(cfg)), cfg)
     run_dir, _, wandb_id = start_run(cfg)
     loggers = build_loggers(cfg, run_dir, wandb_id)
-    record_start(cfg, run_dir, loggers, wandb_id, dit=str(generator.dit_path), tokenizer=str(generator.tokenizer_path))
-    record_input(loggers, run_dir, "dit", cfg.data.name, generator.dit_path)
+    record_start(cfg, run_dir, loggers, wandb_id, **{generator.kind: str(generator.path)}, tokenizer=str(generator.tokenizer_path))
+    record_input(loggers, run_dir, generator.kind, cfg.data.name, generator.path)
     with tracked(run_dir, loggers):
         test = data.splits["test"]
         num = min(int(cfg.eval.num_samples), len(test))
         if generator.prompts is not None:
             conditions, labels, prompt_info = heldout_prompts(generator, prompt_source(paired, generator.prompts.kind), num)
         else:
-            conditions = labels = test.labels[:num] if generator.dit.model.num_classes else None
+            conditions = labels = test.labels[:num] if generator.num_classes else None
             prompt_info = {}
         sample_start = time.perf_counter()
         generated = media.to_data(generator.samples(conditions, num, cfg, cfg.seed))
@@ -60,9 +61,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         scores = evaluator.score(generated, labels, data, generator.tokenizer, media, cfg.seed)
         report = {
             **scores, **prepared, **evaluator.notes(), **prompt_info, "num_samples": num,
-            "sampler": cfg.sample.sampler or generator.dit.objective.default_sampler, "steps": cfg.sample.steps, "cfg_scale": cfg.sample.cfg_scale,
-            "snap_to_codes": cfg.sample.snap_to_codes,
-            "dit": str(generator.dit_path), "tokenizer": str(generator.tokenizer_path),
+            **generator.settings(cfg),
+            generator.kind: str(generator.path), "tokenizer": str(generator.tokenizer_path),
             "sampling_seconds_per_example": sample_seconds / num, "seconds": time.perf_counter() - start,
         }
         eval_path = write_json(Path(run_dir.path) / "eval.json", {k: finite_or_none(v) for k, v in report.items()})
@@ -72,4 +72,4 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             logger.experiment.summary.update(scores)
         run_dir.update(status="finished", metrics=scores, eval=str(eval_path))
         run_dir.mark_latest()
-    return {"run_dir": run_dir.path, "eval": eval_path, "dit": generator.dit_path, "wandb_run": wandb_run_path(run_dir), "metrics": scores}
+    return {"run_dir": run_dir.path, "eval": eval_path, generator.kind: generator.path, "wandb_run": wandb_run_path(run_dir), "metrics": scores}

@@ -43,18 +43,17 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
     data = instantiate(cfg.data)
     generator = load_generator(cfg, data)
     media = instantiate(cfg.modality.media)
-    num_classes = generator.dit.model.num_classes
+    num_classes, caption = generator.num_classes, generator.describe(cfg)
+    if generator.prompts is not None:  # a prompt that cannot be read is refused before a run starts
+        conditions, labels, what = prompt_conditions(cfg, generator, data)
+        num_classes, caption = (data.num_classes if labels is not None else 0), f"{what}, {caption}"
+    else:
+        conditions = labels = class_labels(cfg.sample.num, num_classes)
     run_dir, _, wandb_id = start_run(cfg)
     loggers = build_loggers(cfg, run_dir, wandb_id)
-    record_start(cfg, run_dir, loggers, wandb_id, dit=str(generator.dit_path), tokenizer=str(generator.tokenizer_path), prompt=cfg.sample.prompt)
-    record_input(loggers, run_dir, "dit", cfg.data.name, generator.dit_path)
+    record_start(cfg, run_dir, loggers, wandb_id, **{generator.kind: str(generator.path)}, tokenizer=str(generator.tokenizer_path), prompt=cfg.sample.prompt)
+    record_input(loggers, run_dir, generator.kind, cfg.data.name, generator.path)
     with tracked(run_dir, loggers):
-        caption = f"{cfg.sample.steps} {cfg.sample.sampler or generator.dit.objective.default_sampler} steps, guidance {cfg.sample.cfg_scale}"
-        if generator.prompts is not None:
-            conditions, labels, what = prompt_conditions(cfg, generator, data)
-            num_classes, caption = (data.num_classes if labels is not None else 0), f"{what}, {caption}"
-        else:
-            conditions = labels = class_labels(cfg.sample.num, num_classes)
         samples = media.to_data(generator.samples(conditions, cfg.sample.num, cfg, cfg.seed))
         arrays = media.arrays(samples)
         if labels is not None:
@@ -67,4 +66,4 @@ def sample(cfg: DictConfig) -> dict[str, Any]:
             media.log(logger, "samples/grid", rows, names, files, None, caption)
         run_dir.update(status="finished", samples=str(npz_path), grid=str(files[0]), num=cfg.sample.num)
         run_dir.mark_latest()
-    return {"run_dir": run_dir.path, "grid": files[0], "samples": npz_path, "dit": generator.dit_path, "wandb_run": wandb_run_path(run_dir)}
+    return {"run_dir": run_dir.path, "grid": files[0], "samples": npz_path, generator.kind: generator.path, "wandb_run": wandb_run_path(run_dir)}

@@ -8,18 +8,17 @@ code. Format 1 (image only, before issue 5) stored the image loss weights under 
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pipeline.errors import UserError, one_line
-from pipeline.fileio import atomic_write
 from pipeline.tokenizer.networks1d import NETWORKS
 from pipeline.tokenizer.quantizer import VectorQuantizer
 from pipeline.tokenizer.reconstruction import RECONSTRUCTIONS, ImageReconstruction
 from pipeline.tokenizer.vqvae import VQVAE
+from pipeline.weights_file import read_weights_file, write_weights_file
 
 FORMAT = "pipeline.tokenizer/2"
 FORMATS = ("pipeline.tokenizer/1", FORMAT)  # readable
@@ -49,15 +48,12 @@ def tokenizer_config(model: VQVAE) -> dict[str, Any]:
 
 def save_tokenizer(model: VQVAE, path: str | Path, metadata: dict[str, Any]) -> Path:
     """Write ``tokenizer.pt`` atomically; ``metadata`` (data name, modality, shapes) must be plain."""
-    payload = {
+    return write_weights_file(path, {
         "format": FORMAT,
         "config": tokenizer_config(model),
         "metadata": metadata,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items() if not k.startswith(("val_", "test_"))},
-    }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    return atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
+    })
 
 
 def _build(spec: dict[str, Any], known: dict[str, type[torch.nn.Module]], what: str) -> torch.nn.Module:
@@ -81,15 +77,7 @@ def load_tokenizer(path: str | Path, map_location: str | torch.device = "cpu") -
 
     Raises :class:`UserError` with one clear line for a missing, corrupt or foreign file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"tokenizer file not found: {path} (train one with: python -m pipeline stage=vqvae data=<name>)")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # truncated zip, random bytes, pickled objects: all the same to the user
-        raise UserError(f"cannot read tokenizer file {path}: {one_line(err, 200)}") from err
-    if not isinstance(payload, dict) or payload.get("format") not in FORMATS:
-        raise UserError(f"{path} is not a pipeline tokenizer file (expected format {FORMAT!r})")
+    payload = read_weights_file(path, FORMATS, "tokenizer", "train one with: python -m pipeline stage=vqvae data=<name>", map_location)
     try:
         config = payload["config"]
         reconstruction, commitment_weight = _reconstruction_and_commitment(config)

@@ -1,0 +1,96 @@
+"""The DiT against the autoregressive baseline prior at equal training time, on MNIST and spoken digits.
+
+For each data set whose stage-one tokenizer exists (``outputs/<data>/vqvae/latest``, made by
+``make demo`` and ``make demo MODALITY=audio``), both priors train on that tokenizer's latent cache
+through the real CLI, with their default configs, for the same wall-clock training budget: a short
+calibration run measures each prior's seconds per training step here (``perf/train_seconds`` of
+``run.json``), and the main run gets ``budget / seconds per step`` steps, so each finishes its own
+learning-rate schedule in the same time. ``stage=eval`` then scores both the same way (the
+reference classifier's conditional accuracy and Frechet distance, with the real-vs-real and
+reconstruction references, and sampling seconds per item: DiT 25 Heun steps with guidance 3,
+AR temperature 1 over all codes). Runs land under ``outputs/bench/priors/``, never beside the demos.
+``PIPELINE_BENCH_QUICK=1``: a budget of seconds, to check that it works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.run import REPO
+
+QUICK = os.environ.get("PIPELINE_BENCH_QUICK") == "1"
+DATA = ("mnist", "spoken_digits")
+PRIORS = ("dit", "ar")
+CONFIG: dict[str, Any] = {
+    "quick": QUICK,
+    "data": list(DATA),
+    "train_budget_s": 600,           # training seconds per prior and data set
+    "calibration_steps": 40,
+    "eval_num_samples": 500,
+    "eval": "stage=eval with the default sample settings (DiT: 25 Heun steps, guidance 3.0; AR: temperature 1.0, all codes)",
+    "tokenizers": {data: f"outputs/{data}/vqvae/latest/tokenizer.pt" for data in DATA},
+    "logger": "csv",
+}
+if QUICK:
+    CONFIG.update(train_budget_s=10, calibration_steps=4, eval_num_samples=20)
+
+
+def _cli(*overrides: str) -> dict[str, Any]:
+    """One ``python -m pipeline`` run; its ``run.json``."""
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "CI": "true"}
+    result = subprocess.run([sys.executable, "-m", "pipeline", *overrides], cwd=REPO, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"python -m pipeline {' '.join(overrides)} failed: {result.stderr.strip().splitlines()[-1:]}")
+    run_dir = next(line.split(":", 1)[1].strip() for line in result.stdout.splitlines() if line.strip().startswith("run_dir:"))
+    return json.loads((Path(run_dir) / "run.json").read_text())
+
+
+def _seconds_per_step(record: dict[str, Any]) -> float:
+    return float(record["stats"]["perf/train_seconds"]) / max(int(record["step"]), 1)
+
+
+def bench_data(data: str, out: Path) -> dict[str, Any]:
+    tokenizer = REPO / CONFIG["tokenizers"][data]
+    if not tokenizer.is_file():
+        return {"skipped": f"no tokenizer at {tokenizer}: run make demo{' MODALITY=audio' if data == 'spoken_digits' else ''} first"}
+    common = (f"data={data}", f"tokenizer_ckpt={tokenizer}", f"paths.output_dir={out}", f"logger={CONFIG['logger']}", f"experiment_name=bench-priors-{data}")
+    results: dict[str, Any] = {}
+    for prior in PRIORS:
+        calibration = _cli(f"stage={prior}", *common, f"trainer.max_steps={CONFIG['calibration_steps']}", f"trainer.val_check_interval={CONFIG['calibration_steps']}")
+        steps = max(int(CONFIG["train_budget_s"] / _seconds_per_step(calibration)), CONFIG["calibration_steps"])
+        start = time.perf_counter()
+        trained = _cli(f"stage={prior}", *common, f"trainer.max_steps={steps}")
+        wall = time.perf_counter() - start
+        checkpoint = f"{prior}_ckpt={trained[prior]}"
+        scored = _cli("stage=eval", f"prior={prior}", checkpoint, *common, f"eval.num_samples={CONFIG['eval_num_samples']}")
+        scores = json.loads(Path(scored["eval"]).read_text())
+        results[prior] = {
+            "steps": trained["step"], "train_seconds": trained["stats"]["perf/train_seconds"], "run_wall_s": wall,
+            "calibration_s_per_step": _seconds_per_step(calibration), "params": trained["stats"].get("params/trainable"),
+            "val_loss": trained["metrics"].get("val/loss"), "eval": scores, "run": trained["run_name"],
+        }
+    return results
+
+
+def main(out_dir: Path) -> dict[str, Any]:
+    runs = out_dir / "priors"
+    results = {data: bench_data(data, runs) for data in DATA}
+    summary: dict[str, Any] = {}
+    for data, result in results.items():
+        if "skipped" in result:
+            summary[data] = f"not run: {result['skipped']}"
+            continue
+        for prior, r in result.items():
+            label = f"{data}, {prior}"
+            summary[f"{label}: training steps in {CONFIG['train_budget_s']} s"] = r["steps"]
+            summary[f"{label}: eval/cond_accuracy"] = r["eval"].get("eval/cond_accuracy")
+            summary[f"{label}: eval/fd_classifier"] = r["eval"].get("eval/fd_classifier")
+            summary[f"{label}: sampling s/item"] = r["eval"].get("sampling_seconds_per_example")
+        summary[f"{data}: fd_classifier recon vs real (reference)"] = result["dit"]["eval"].get("eval/fd_classifier_recon_vs_real")
+    return {"config": CONFIG, "results": results, "summary": summary}
