@@ -15,6 +15,7 @@ from pipeline.ar import load_ar
 TINY = ("ar.model.depth=2", "ar.model.width=64", "ar.model.num_heads=2")
 
 
+@pytest.mark.slow  # 40 s; tests/test_ar.py covers the prior, its sampling and decoding in make test
 def test_stage_ar_trains_samples_and_is_scored_like_the_dit(tmp_path: Path) -> None:
     tokenizer = untrained_tokenizer(tmp_path / "tokenizer", *SMALL_SYNTHETIC)
     common = (f"paths.root={tmp_path}", *SMALL_SYNTHETIC, f"tokenizer_ckpt={tokenizer}", "logger=csv")
@@ -50,6 +51,8 @@ def test_stage_ar_trains_samples_and_is_scored_like_the_dit(tmp_path: Path) -> N
         (("stage=eval", "data=mnist", "prior=gpt"), "prior=gpt: valid: dit, ar"),
         (("stage=ar", "data=mnist", "condition=audio"), "the AR baseline is class-conditional or unconditional: condition=audio needs the DiT"),
         (("stage=ar", "data=paired"), "stage=ar runs on each data set alone: python -m pipeline stage=ar data=mnist"),
+        (("stage=eval", "data=mnist", "prior=ar"), "no finished ar run for data=mnist"),
+        (("stage=ar", "data=mnist", "tokenizer_ckpt=/nope.pt"), "tokenizer_ckpt=/nope.pt: no file at /nope.pt"),
     ],
 )
 def test_ar_mistakes_exit_2_before_torch_loads(tmp_path: Path, overrides: tuple[str, ...], expected: str) -> None:

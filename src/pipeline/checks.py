@@ -63,12 +63,12 @@ def check_inputs(cfg: DictConfig) -> None:
         latest_output(cfg, "vqvae", "tokenizer.pt", "tokenizer_ckpt", image_data_name(cfg))
         if stage == "dit" and kind in ("text", "audio"):
             latest_output(cfg, "vqvae", "tokenizer.pt", "condition.tokenizer_ckpt", str(cfg.condition.tokenizer_data))
-    if stage in ("sample", "eval"):
-        prior = cfg.get("prior", "dit")
-        latest_output(cfg, prior, f"{prior}.pt", f"{prior}_ckpt")
     prompt = cfg.get("sample", {}).get("prompt")
     if stage == "sample" and prompt and kind in ("text", "audio") and (error := prompt_kind_error(str(prompt), kind)):
         raise UserError(error)
+    if stage in ("sample", "eval"):
+        prior = cfg.get("prior", "dit")
+        latest_output(cfg, prior, f"{prior}.pt", f"{prior}_ckpt")
 
 
 def check_sample_settings(cfg: DictConfig) -> None:
