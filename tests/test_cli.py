@@ -79,7 +79,7 @@ def test_help_and_cfg_job(tmp_path: Path) -> None:
         (["stage=vqvae", "data=folder"], "data=folder needs data.path=DIR"),
         (["data=folder", "data.path=/nonexistent/images"], "data.path /nonexistent/images does not exist"),
         (["data=synthetic_image", "data.size=30"], "data=synthetic_image examples of length [30, 30] come back from the tokenizer as [28, 28]"),
-        (["data=synthetic_audio", "data.clip_length=1000"], "make them divisible by its downsampling x16"),
+        pytest.param(["data=synthetic_audio", "data.clip_length=1000"], "make them divisible by its downsampling x16", marks=pytest.mark.slow),  # the image case's path
         (["data=synthetic_image", "data.synthetic_per_class=2", "data.val_size=5", "data.test_size=5"], "data=synthetic_image has 10 training examples, fewer than one batch (data.batch_size=32)"),
         (["data=synthetic_image", "resume=/nonexistent/run"], "resume=/nonexistent/run: no checkpoint"),
         (["data=synthetic_image", "resume=true"], "resume=true: no unfinished run"),

@@ -110,7 +110,8 @@ def test_missing_inputs_exit_2_with_the_command_to_run_first(tmp_path: Path, ove
         assert "run first: python -m pipeline stage=vqvae data=synthetic_image" in line
 
 
-@pytest.mark.parametrize("content", ["garbage", "truncated", "missing_keys", "wrong_config"])
+# slow: the same one-line path as garbage and wrong_config, 10 s each (make test-all runs them)
+@pytest.mark.parametrize("content", ["garbage", pytest.param("truncated", marks=pytest.mark.slow), pytest.param("missing_keys", marks=pytest.mark.slow), "wrong_config"])
 def test_a_damaged_dit_file_exits_2_with_one_line(dit_cli_run: CliRun, tmp_path: Path, content: str) -> None:
     original = dit_cli_run.run_dir / "dit.pt"
     damaged = tmp_path / "dit.pt"
@@ -171,7 +172,7 @@ def stage_two_inputs(dit_cli_run: CliRun, tmp_path: Path) -> tuple[Path, Path, P
     return tmp_path, tokenizer, cache
 
 
-@pytest.mark.parametrize("damage", ["truncated", "other_shape", "other_tokenizer"])
+@pytest.mark.parametrize("damage", ["truncated", pytest.param("other_shape", marks=pytest.mark.slow), "other_tokenizer"])  # other_shape: as other_tokenizer
 def test_a_latent_cache_that_does_not_match_the_tokenizer_exits_2(stage_two_inputs: tuple[Path, Path, Path], damage: str) -> None:
     root, tokenizer, cache = stage_two_inputs
     latents = cache / "train_latents.npy"

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import datasets
 import lightning as L
 import numpy as np
 import torch
@@ -102,6 +101,8 @@ class DataModule(L.LightningDataModule, ABC):
     def _read_prepared(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Examples and labels of every split, whole columns at once in their stored dtype (row-by-row
         access widens them and is ~100x slower)."""
+        import datasets  # with pandas and pyarrow, 1.2 s to import: only reading prepared data needs it, not every command
+
         loaded = datasets.load_from_disk(str(self.prepared_dir))
         dtype = loaded["train"].features[self.column]
         dtype = getattr(dtype, "dtype", None) or dtype.feature.dtype  # ArrayND, or a fixed-length Sequence
