@@ -33,12 +33,13 @@ CONFIG: dict[str, Any] = {
     "train_budget_s": 600,           # training seconds per prior and data set
     "calibration_steps": 40,
     "eval_num_samples": 500,
+    "classifier_epochs": 6,          # the reference classifier's (trained once per data set under the runs' folder)
     "eval": "stage=eval with the default sample settings (DiT: 25 Heun steps, guidance 3.0; AR: temperature 1.0, all codes)",
     "tokenizers": {data: f"outputs/{data}/vqvae/latest/tokenizer.pt" for data in DATA},
     "logger": "csv",
 }
 if QUICK:
-    CONFIG.update(train_budget_s=10, calibration_steps=4, eval_num_samples=20)
+    CONFIG.update(train_budget_s=10, calibration_steps=4, eval_num_samples=20, classifier_epochs=1)
 
 
 def _cli(*overrides: str) -> dict[str, Any]:
@@ -68,7 +69,8 @@ def bench_data(data: str, out: Path) -> dict[str, Any]:
         trained = _cli(f"stage={prior}", *common, f"trainer.max_steps={steps}")
         wall = time.perf_counter() - start
         checkpoint = f"{prior}_ckpt={trained[prior]}"
-        scored = _cli("stage=eval", f"prior={prior}", checkpoint, *common, f"eval.num_samples={CONFIG['eval_num_samples']}")
+        scored = _cli("stage=eval", f"prior={prior}", checkpoint, *common, f"eval.num_samples={CONFIG['eval_num_samples']}",
+                      f"eval.classifier_epochs={CONFIG['classifier_epochs']}")
         scores = json.loads(Path(scored["eval"]).read_text())
         results[prior] = {
             "steps": trained["step"], "train_seconds": trained["stats"]["perf/train_seconds"], "run_wall_s": wall,
