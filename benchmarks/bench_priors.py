@@ -9,7 +9,8 @@ learning-rate schedule in the same time. ``stage=eval`` then scores both the sam
 reference classifier's conditional accuracy and Frechet distance, with the real-vs-real and
 reconstruction references, and sampling seconds per item: DiT 25 Heun steps with guidance 3,
 AR temperature 1 over all codes). Runs land under ``outputs/bench/priors/``, never beside the demos.
-``PIPELINE_BENCH_QUICK=1``: a budget of seconds, to check that it works.
+``PIPELINE_BENCH_QUICK=1``: a budget of seconds on small synthetic images with an untrained tokenizer (made
+here, so it runs without the demos and does not depend on them), to check that it works.
 """
 
 from __future__ import annotations
@@ -22,10 +23,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+
+from benchmarks.common import default_config, default_tokenizer
 from benchmarks.run import REPO
+from pipeline.stages.common import tokenizer_latent_shape
+from pipeline.tokenizer import save_tokenizer
 
 QUICK = os.environ.get("PIPELINE_BENCH_QUICK") == "1"
-DATA = ("mnist", "spoken_digits")
+DATA = ("synthetic_image",) if QUICK else ("mnist", "spoken_digits")
+QUICK_DATA = ("data.synthetic_per_class=20", "data.val_size=20", "data.test_size=20")
 PRIORS = ("dit", "ar")
 CONFIG: dict[str, Any] = {
     "quick": QUICK,
@@ -35,7 +41,7 @@ CONFIG: dict[str, Any] = {
     "eval_num_samples": 500,
     "classifier_epochs": 6,          # the reference classifier's (trained once per data set under the runs' folder)
     "eval": "stage=eval with the default sample settings (DiT: 25 Heun steps, guidance 3.0; AR: temperature 1.0, all codes)",
-    "tokenizers": {data: f"outputs/{data}/vqvae/latest/tokenizer.pt" for data in DATA},
+    "tokenizers": {data: "untrained, made here" if QUICK else f"outputs/{data}/vqvae/latest/tokenizer.pt" for data in DATA},
     "logger": "csv",
 }
 if QUICK:
@@ -56,11 +62,21 @@ def _seconds_per_step(record: dict[str, Any]) -> float:
     return float(record["stats"]["perf/train_seconds"]) / max(int(record["step"]), 1)
 
 
+def untrained_tokenizer(data: str, out: Path) -> Path:
+    """The default tokenizer for ``data`` with seeded random weights, saved as stage one saves it (quick mode)."""
+    cfg = default_config(f"data={data}", *QUICK_DATA)
+    model = default_tokenizer(cfg, seed=0)
+    metadata = {"data": data, "modality": cfg.modality.name, "example_shape": list(cfg.modality.example_shape),
+                "latent_shape": tokenizer_latent_shape(cfg, model), "num_classes": cfg.data.num_classes, "size_preset": cfg.vqvae.size}
+    return save_tokenizer(model, out / "tokenizer" / "tokenizer.pt", metadata)
+
+
 def bench_data(data: str, out: Path) -> dict[str, Any]:
-    tokenizer = REPO / CONFIG["tokenizers"][data]
+    tokenizer = untrained_tokenizer(data, out) if QUICK else REPO / CONFIG["tokenizers"][data]
     if not tokenizer.is_file():
         return {"skipped": f"no tokenizer at {tokenizer}: run make demo{' MODALITY=audio' if data == 'spoken_digits' else ''} first"}
-    common = (f"data={data}", f"tokenizer_ckpt={tokenizer}", f"paths.output_dir={out}", f"logger={CONFIG['logger']}", f"experiment_name=bench-priors-{data}")
+    common = (f"data={data}", *(QUICK_DATA if QUICK else ()), f"tokenizer_ckpt={tokenizer}", f"paths.output_dir={out}", f"logger={CONFIG['logger']}",
+              f"experiment_name=bench-priors-{data}")
     results: dict[str, Any] = {}
     for prior in PRIORS:
         calibration = _cli(f"stage={prior}", *common, f"trainer.max_steps={CONFIG['calibration_steps']}", f"trainer.val_check_interval={CONFIG['calibration_steps']}")
