@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.detect import prompt_kind_error
 from pipeline.errors import UserError
-from pipeline.outputs import image_data_name, latest_output
+from pipeline.outputs import image_data_name, latest_output, stage_dir
 from pipeline.resume import resume_target
 
 
@@ -26,12 +26,11 @@ def check_config(cfg: DictConfig) -> None:
     path = cfg.data.get("path")
     if path and not Path(str(path)).expanduser().exists():
         raise UserError(f"data.path {path} does not exist")
-    if cfg.get("resume") not in (False, None, "false", "False"):
-        resume_target(cfg.resume, Path(cfg.paths.output_dir).resolve() / cfg.data.name / cfg.stage.name)
+    resuming = resume_target(cfg.get("resume"), stage_dir(cfg, cfg.stage.name)) is not None  # resume= or a requeued SLURM job
     if cfg.stage.name in ("sample", "eval"):
         check_sample_settings(cfg)
     check_condition(cfg)
-    check_inputs(cfg)
+    check_inputs(cfg, resuming)
 
 
 def check_condition(cfg: DictConfig) -> None:
@@ -54,11 +53,11 @@ def check_condition(cfg: DictConfig) -> None:
     if cfg.get("sample", {}).get("prompt") and stage == "sample" and kind not in ("text", "audio"):
         raise UserError(f"sample.prompt is for DiTs trained with condition=text or condition=audio (condition={kind})")
 
-def check_inputs(cfg: DictConfig) -> None:
-    """What earlier stages must have made: the tokenizers a new stage-two run trains on, the prior that sampling
-    and evaluation use, and the file a prompt names. Missing: one line with the command that makes it."""
+def check_inputs(cfg: DictConfig, resuming: bool) -> None:
+    """What earlier stages must have made: the tokenizers a new stage-two run trains on (a resumed one takes those
+    its ``run.json`` names), the prior that sampling and evaluation use, and the file a prompt names. Missing: one
+    line with the command that makes it."""
     stage, kind = cfg.stage.name, cfg.condition.kind
-    resuming = cfg.get("resume") not in (False, None, "false", "False")  # a resumed run takes the tokenizers its run.json names
     if stage in ("dit", "ar") and not resuming:
         latest_output(cfg, "vqvae", "tokenizer.pt", "tokenizer_ckpt", image_data_name(cfg))
         if stage == "dit" and kind in ("text", "audio"):

@@ -68,9 +68,7 @@ def _requeued_run(stage_dir: Path) -> tuple[RunDir, Path] | None:
     mine = [pair for pair in _unfinished_runs(stage_dir) if pair[0].read().get("slurm_job_id") == job]
     if not mine:
         return None
-    run_dir, ckpt = max(mine, key=lambda pair: pair[1].stat().st_mtime_ns)
-    log.info("SLURM job %s was requeued (restart %s): continuing %s from %s", job, os.environ["SLURM_RESTART_COUNT"], run_dir.path, ckpt.name)
-    return run_dir, ckpt
+    return max(mine, key=lambda pair: pair[1].stat().st_mtime_ns)
 
 
 def resume_target(resume: Any, stage_dir: Path) -> tuple[RunDir, Path] | None:
@@ -96,6 +94,8 @@ def find_resume(resume: Any, stage_dir: Path) -> ResumePoint | None:
     if target is None:
         return None
     run_dir, ckpt = target
+    if resume in (False, None, "false", "False"):  # logged here, not where resume_target is also asked (pipeline.checks)
+        log.info("SLURM job %s was requeued (restart %s): continuing %s from %s", slurm_job_id(), os.environ["SLURM_RESTART_COUNT"], run_dir.path, ckpt.name)
     checkpoint = read_checkpoint(ckpt, run_dir)
     try:
         step = int(checkpoint["global_step"])

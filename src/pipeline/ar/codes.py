@@ -14,8 +14,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.data.datamodule import check_one_batch
-from pipeline.data.sampling import train_loader
 from pipeline.diffusion.latents import LatentDataModule
 from pipeline.errors import UserError
 from pipeline.tokenizer import VQVAE, load_tokenizer
@@ -82,9 +80,7 @@ class CodeDataModule(L.LightningDataModule):
             self.splits[split] = CodeDataset(quantize_to_codes(tokenizer, dataset.latents), dataset.labels)
 
     def train_dataloader(self) -> DataLoader:
-        latents = self.latents
-        check_one_batch(len(self.splits["train"]), latents.batch_size, f"the latent cache {latents.cache_dir}")
-        return train_loader(self.splits["train"], latents.batch_size, self.trainer, latents.shuffle, latents.seed, latents.num_workers)
+        return self.latents.training_loader(self.splits["train"], self.trainer)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.splits["val"], batch_size=self.latents.batch_size, shuffle=False, num_workers=self.latents.num_workers)
+        return self.latents.validation_loader(self.splits["val"])

@@ -200,9 +200,17 @@ class LatentDataModule(L.LightningDataModule):
         """Per-channel ``(mean, std)`` of the train latents."""
         return torch.tensor(self.meta["mean"]), torch.tensor(self.meta["std"])
 
+    def training_loader(self, dataset: Dataset, trainer: L.Trainer | None) -> DataLoader:
+        """This cache's training loader over ``dataset``: its train split, or a view of it (prompts paired in, codes)
+        served by a data module that wraps this one, with that module's ``trainer``."""
+        check_one_batch(len(dataset), self.batch_size, f"the latent cache {self.cache_dir}")
+        return train_loader(dataset, self.batch_size, trainer, self.shuffle, self.seed, self.num_workers)
+
+    def validation_loader(self, dataset: Dataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
     def train_dataloader(self) -> DataLoader:
-        check_one_batch(len(self.splits["train"]), self.batch_size, f"the latent cache {self.cache_dir}")
-        return train_loader(self.splits["train"], self.batch_size, self.trainer, self.shuffle, self.seed, self.num_workers)
+        return self.training_loader(self.splits["train"], self.trainer)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.splits["val"], batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return self.validation_loader(self.splits["val"])

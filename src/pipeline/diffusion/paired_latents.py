@@ -16,9 +16,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.data.datamodule import check_one_batch
 from pipeline.data.paired import PromptSource
-from pipeline.data.sampling import train_loader
 from pipeline.diffusion.latents import LatentDataModule, LatentDataset
 from pipeline.diffusion.prompt import with_presence
 from pipeline.tokenizer import VQVAE, load_tokenizer
@@ -126,11 +124,7 @@ class PairedLatentDataModule(L.LightningDataModule):
         self.banks = {split: PromptBank(as_prompts(z, self.prompt_mean, self.prompt_std), labels) for split, (z, labels) in latents.items()}
 
     def train_dataloader(self) -> DataLoader:
-        images = self.images
-        check_one_batch(len(images.splits["train"]), images.batch_size, f"the latent cache {images.cache_dir}")
-        dataset = PairedLatentDataset(images.splits["train"], self.banks["train"])
-        return train_loader(dataset, images.batch_size, self.trainer, images.shuffle, images.seed, images.num_workers)
+        return self.images.training_loader(PairedLatentDataset(self.images.splits["train"], self.banks["train"]), self.trainer)
 
     def val_dataloader(self) -> DataLoader:
-        dataset = PairedLatentDataset(self.images.splits["val"], self.banks["val"], fixed=True)
-        return DataLoader(dataset, batch_size=self.images.batch_size, shuffle=False, num_workers=self.images.num_workers)
+        return self.images.validation_loader(PairedLatentDataset(self.images.splits["val"], self.banks["val"], fixed=True))

@@ -7,6 +7,7 @@ and ``stage=eval`` take ``prior=ar``.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from pipeline.stages.common import (
     build_loggers, build_trainer, fit_and_validate, periodic_checkpoint, record_input, record_output, record_start, scalar_metrics, scale_record,
     start_run, tracked, wandb_run_path,
 )
+from pipeline.stages.conditioning import class_count
 from pipeline.stages.dit import load_matching_tokenizer, resumed_tokenizer
 
 
@@ -43,11 +45,7 @@ def train_ar(cfg: DictConfig) -> dict[str, Any]:
         num_workers=cfg.data.num_workers, shuffle=cfg.data.shuffle, seed=cfg.seed, latent_shape=latent_shape,
     )
     codes = CodeDataModule(latents, tokenizer_path)
-    num_classes = int(cfg.data.num_classes) if cfg.condition.kind == "class" and cfg.modality.class_conditional else 0
-    length = 1
-    for size in latent_shape[1:]:
-        length *= int(size)
-    model: ARPrior = instantiate(cfg.ar.model, vocab_size=tokenizer.quantizer.codebook_size, length=length, num_classes=num_classes)
+    model: ARPrior = instantiate(cfg.ar.model, vocab_size=tokenizer.quantizer.codebook_size, length=math.prod(latent_shape[1:]), num_classes=class_count(cfg))
     module: ARModule = instantiate(cfg.ar, model=model)
     if resume:
         check_fits(resume, module)

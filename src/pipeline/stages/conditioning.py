@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from pipeline.data.paired import PairedData, PromptSource
+from pipeline.data.paired import PromptSource
 from pipeline.diffusion.paired_latents import as_prompts, encode_prompts
 from pipeline.errors import UserError
 from pipeline.fileio import file_digest
@@ -30,11 +30,9 @@ def prompt_kind(cfg: DictConfig) -> str | None:
     return kind if kind in PROMPT_KINDS else None
 
 
-def prompt_source(data: Any, kind: str) -> PromptSource:
-    """The prompts of ``kind`` of paired data; one line when the data has none."""
-    if not isinstance(data, PairedData):
-        raise UserError(f"condition={kind} needs prompts paired with images: use data=paired (data={data.name} has none)")
-    return data.prompt_source
+def class_count(cfg: DictConfig) -> int:
+    """Classes the prior reads: the data's with ``condition=class`` on labelled modalities, else 0 (unconditional or prompts)."""
+    return int(cfg.data.num_classes) if cfg.condition.kind == "class" and cfg.modality.class_conditional else 0
 
 
 def load_prompt_tokenizer(path: Path, source: PromptSource) -> VQVAE:

@@ -27,7 +27,7 @@ from pipeline.stages.common import (
     build_loggers, build_trainer, checked_sampler, fit_and_validate, periodic_checkpoint, record_input, record_output, record_start, scalar_metrics,
     scale_record, start_run, tracked, wandb_run_path,
 )
-from pipeline.stages.conditioning import dit_prompt_options, prompt_kind, prompt_record, prompt_source, training_prompt_tokenizer
+from pipeline.stages.conditioning import class_count, dit_prompt_options, prompt_kind, prompt_record, training_prompt_tokenizer
 from pipeline.tokenizer import VQVAE, load_tokenizer
 
 
@@ -59,10 +59,8 @@ def build_module(cfg: DictConfig, tokenizer: VQVAE, prompt_tokenizer: VQVAE | No
     """The DiT sized to the tokenizer's latents, conditioned as ``condition`` says (on prompts: sized to the
     prompt tokenizer's latents), with the configured objective; statistics come from the cache."""
     channels, *grid = tokenizer.tokenizer_metadata["latent_shape"]
-    by_class = cfg.condition.kind == "class" and cfg.modality.class_conditional
-    num_classes = int(cfg.data.num_classes) if by_class else 0
     prompt = dit_prompt_options(cfg, prompt_tokenizer) if prompt_tokenizer is not None else None
-    model: DiT = instantiate(cfg.dit, input_size=grid, in_channels=channels, num_classes=num_classes, prompt=prompt)
+    model: DiT = instantiate(cfg.dit, input_size=grid, in_channels=channels, num_classes=class_count(cfg), prompt=prompt)
     objective = instantiate(cfg.objective)
     return instantiate(
         cfg.diffusion, model=model, objective=objective, latent_mean=torch.zeros(channels), latent_std=torch.ones(channels), compile=cfg.compile,
@@ -85,8 +83,8 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
     )
     datamodule: LatentDataModule | PairedLatentDataModule = latents
     prompt_tokenizer_path, prompt_tokenizer = None, None
-    if kind := prompt_kind(cfg):
-        source = prompt_source(data, kind)
+    if prompt_kind(cfg):
+        source = data.prompt_source
         prompt_tokenizer_path, prompt_tokenizer = training_prompt_tokenizer(cfg, source, resume.run_dir.read() if resume else None)
         datamodule = PairedLatentDataModule(latents, source, prompt_tokenizer_path)
     module = build_module(cfg, tokenizer, prompt_tokenizer)

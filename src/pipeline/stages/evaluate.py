@@ -15,7 +15,6 @@ from pipeline.data.paired import PromptSource
 from pipeline.fileio import write_json
 from pipeline.outputs import image_data_name, stage_dir
 from pipeline.stages.common import build_loggers, record_input, record_start, start_run, tracked, wandb_logger, wandb_run_path
-from pipeline.stages.conditioning import prompt_source
 from pipeline.stages.generation import Generator, load_generator
 
 
@@ -51,7 +50,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         test = data.splits["test"]
         num = min(int(cfg.eval.num_samples), len(test))
         if generator.prompts is not None:
-            conditions, labels, prompt_info = heldout_prompts(generator, prompt_source(paired, generator.prompts.kind), num)
+            conditions, labels, prompt_info = heldout_prompts(generator, paired.prompt_source, num)
         else:
             conditions = labels = test.labels[:num] if generator.num_classes else None
             prompt_info = {}

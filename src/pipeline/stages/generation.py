@@ -16,7 +16,7 @@ from pipeline.diffusion import LoadedDiT, file_digest, generate, load_dit
 from pipeline.errors import UserError
 from pipeline.outputs import latest_output
 from pipeline.stages.common import checked_sampler
-from pipeline.stages.conditioning import PROMPT_KINDS, PromptEncoding, prompt_source
+from pipeline.stages.conditioning import PROMPT_KINDS, PromptEncoding
 from pipeline.tokenizer import VQVAE, load_tokenizer
 
 
@@ -132,7 +132,7 @@ def load_generator(cfg: DictConfig, data: Any) -> Generator | ARGenerator:
     checked_sampler(dit.objective, cfg.sample.sampler)
     tokenizer_path, tokenizer = recorded_tokenizer(cfg, dit.metadata, dit_path)
     device = device_of(cfg)
-    prompts = PromptEncoding.of_dit(dit.metadata, prompt_source(data, trained_on), dit_path) if trained_on in PROMPT_KINDS else None
+    prompts = PromptEncoding.of_dit(dit.metadata, data.prompt_source, dit_path) if trained_on in PROMPT_KINDS else None
     dit.model.to(device)
     tokenizer.to(device)
     if prompts is not None:

@@ -13,7 +13,6 @@ from omegaconf import DictConfig
 from pipeline.diffusion import class_labels
 from pipeline.media import save_npz
 from pipeline.stages.common import build_loggers, record_input, record_start, start_run, tracked, wandb_logger, wandb_run_path
-from pipeline.stages.conditioning import prompt_source
 from pipeline.stages.generation import Generator, load_generator
 
 
@@ -27,7 +26,7 @@ def class_rows(samples: torch.Tensor, labels: torch.Tensor | None, num_classes: 
 def prompt_conditions(cfg: DictConfig, generator: Generator, data: Any) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     """A prompt DiT's conditions for ``sample.num`` samples: ``sample.prompt`` for all of them, or else
     one held-out (test) prompt per digit, digits in turn; their digits (None for a user's prompt) and a caption."""
-    source = prompt_source(data, generator.prompts.kind)
+    source = data.prompt_source
     num = cfg.sample.num
     if cfg.sample.prompt:
         condition = generator.conditions(source.load(str(cfg.sample.prompt)))
