@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from pipeline.diffusion import DDPM, PRESETS, DiT, RectifiedFlow, guided
+from pipeline.diffusion import DDPM, PRESETS, DiffusionModule, DiT, RectifiedFlow, guided
+from pipeline.diffusion.alignment import PromptAlignment
 from pipeline.diffusion.ema import ema_model
 from pipeline.diffusion.objectives import beta_schedule
 from pipeline.diffusion.prompt import with_presence
@@ -344,3 +345,25 @@ def test_a_prompt_dit_learns_which_prompt_asks_for_which_mean() -> None:
     samples = objective.sample(guided(model, prompts, 2.0, model.null_condition(prompts)), torch.randn(48, 2, 4, generator=generator), 20, generator=generator)
     per_prompt = samples.mean(dim=(1, 2)).view(3, 16).mean(1)
     assert torch.allclose(per_prompt, torch.tensor([-1.0, 0.0, 1.0]), atol=0.25), per_prompt
+
+
+def test_prompt_alignment_learns_which_latents_a_prompt_was_paired_with() -> None:
+    """Four digits, eight pairs each, the prompts of a digit alike: the best is to tell the digits apart (a loss of log 8)."""
+    torch.manual_seed(0)
+    digits = torch.arange(32) % 4
+    latents = digits.float().view(-1, 1, 1, 1) + 0.1 * torch.randn(32, 2, 3, 3)
+    features = torch.nn.functional.one_hot(digits, 16).float()
+    alignment = PromptAlignment([2, 3, 3], width=16, dim=8)
+    optimizer = torch.optim.Adam(alignment.parameters(), lr=1e-2)
+    assert alignment(features, latents).item() > math.log(8) + 1  # untrained: far from telling the digits apart
+    for _ in range(150):
+        loss = alignment(features, latents)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert math.log(8) - 1e-3 < alignment(features, latents).item() < math.log(8) + 0.15
+
+
+def test_alignment_is_for_prompt_dits() -> None:
+    with pytest.raises(ValueError, match="alignment is for a DiT conditioned on prompts"):
+        DiffusionModule(tiny_dit(num_classes=3), RectifiedFlow(), torch.zeros(3), torch.ones(3), alignment=PromptAlignment([4, 7, 7], 32))

@@ -18,20 +18,23 @@ from pipeline.diffusion.paired_latents import PairedLatentDataset, PromptBank, a
 from pipeline.errors import UserError
 
 
-def test_text_prompts_fill_every_template_for_every_digit_and_hold_some_out() -> None:
-    prompts = TextPrompts(["{word}", "the digit {digit}"], ["a handwritten {word}"], seq_length=32)
+def test_text_prompts_fill_every_template_for_every_digit_at_every_shift_and_hold_some_out() -> None:
+    prompts = TextPrompts(["{word}", "the digit {digit}"], ["a handwritten {word}"], seq_length=64, max_bytes=24, shifts=2)
     examples, digits = prompts.examples("train")
-    assert examples.shape == (20, 32) and examples.dtype == torch.long
-    assert digits.tolist() == list(range(10)) * 2
+    assert examples.shape == (40, 64) and examples.dtype == torch.long
+    assert digits.tolist() == list(range(10)) * 4
     texts = [bytes(row[row != PAD].tolist()).decode() for row in examples]
-    assert texts[3] == "three" and texts[17] == "the digit 7"
+    assert texts[3] == "three" and texts[17] == "the digit 7" and texts[23] == " three" and texts[37] == " the digit 7"
     held, held_digits = prompts.examples("test")
-    assert bytes(held[7][held[7] != PAD].tolist()).decode() == "a handwritten seven" and held_digits[7] == 7
+    assert held.shape == (10, 64) and bytes(held[7][held[7] != PAD].tolist()).decode() == "a handwritten seven" and held_digits[7] == 7
     assert torch.equal(prompts.load("a handwritten three")[0], prompts.encode("a handwritten three"))
-    with pytest.raises(UserError, match="1 to 32 bytes"):
-        prompts.load("x" * 33)
+    assert prompts.prompt_latents(32) == 12 and prompts.prompt_latents(16) == 6  # 24 of 64 bytes at 2 and at 4 bytes per latent
+    with pytest.raises(UserError, match="1 to 24 bytes"):
+        prompts.load("x" * 25)
     with pytest.raises(UserError, match="must not be training templates"):
         TextPrompts(["{word}"], ["{word}"])
+    with pytest.raises(UserError, match=r"must fit in max_bytes=16 \(with 3 leading spaces in training\): '   the digit zero'"):
+        TextPrompts(["the digit {word}"], ["{word}"], max_bytes=16, shifts=4)
 
 
 def test_a_text_prompt_that_is_an_audio_file_is_refused(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@ trained, sampled and scored on data the test makes; prompt mistakes exit 2 with 
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +66,12 @@ def test_a_text_prompt_dit_draws_for_held_out_and_given_prompts_and_is_scored(pa
     payload = torch.load(paired_runs.dit("text"), weights_only=True)
     condition = payload["metadata"]["condition"]
     assert condition["kind"] == "text" and Path(condition["tokenizer"]) == paired_runs.tokenizers["text"] and len(condition["mean"]) == 8
-    assert payload["config"]["num_classes"] == 0 and payload["config"]["prompt"] == {"channels": 8, "length": 32, "patch_size": 4, "depth": 2, "num_heads": 4}
+    assert condition["length"] == 16  # the latents of max_bytes=32 of the tokenizer's 64 bytes
+    assert payload["config"]["num_classes"] == 0 and payload["config"]["prompt"] == {"channels": 8, "length": 16, "patch_size": 4, "depth": 2, "num_heads": 4}
+    assert not any(name.startswith("alignment") for name in payload["state_dict"])  # the alignment head is for training only
+    with (paired_runs.dit("text").parent / "metrics.csv").open() as handle:
+        align_losses = [float(row["train/align_loss"]) for row in csv.DictReader(handle) if row.get("train/align_loss")]
+    assert align_losses and all(math.isfinite(value) for value in align_losses)
     assert (root / "outputs" / "synthetic_image" / "latents").is_dir()  # the image latent cache is the image data's own
     run = json.loads((paired_runs.dit("text").parent / "run.json").read_text())
     assert run["status"] == "finished" and set(run["inputs"]) == {"tokenizer", "prompt_tokenizer"}

@@ -36,6 +36,10 @@ class PromptSource(ABC):
     def prepare(self) -> None:
         """Make the prompts available on disk (rank 0); nothing to do by default."""
 
+    def prompt_latents(self, latent_length: int) -> int:
+        """How many of the source tokenizer's ``latent_length`` latents a prompt can fill: all of them by default."""
+        return latent_length
+
     @abstractmethod
     def examples(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The prompts of ``split`` (train, val or test) as tokenizer inputs ``(P, ...)``, and their digits ``(P,)``."""
@@ -48,21 +52,34 @@ class PromptSource(ABC):
 class TextPrompts(PromptSource):
     """Sentences from templates with ``{word}`` ("seven") or ``{digit}`` ("7") in them.
 
+    The text tokenizer turns a few bytes into one latent, so the latents of a word depend on where it
+    starts within such a group: the training prompts are also given with ``1 .. shifts - 1`` leading
+    spaces, which puts every word at every alignment (without it, held-out templates were read as noise).
+    Prompts are short: the DiT reads only the latents of the first ``max_bytes`` bytes, not the padding.
+
     Args:
         templates: the training templates.
         heldout_templates: the templates of the val and test prompts, never seen in training.
         seq_length: bytes per prompt (the text tokenizer's example length); shorter ones are padded.
+        max_bytes: the longest prompt.
+        shifts: leading-space variants of each training prompt (1: none).
     """
 
     modality = "text"
 
-    def __init__(self, templates: list[str], heldout_templates: list[str], seq_length: int = 128) -> None:
+    def __init__(self, templates: list[str], heldout_templates: list[str], seq_length: int = 128, max_bytes: int = 32, shifts: int = 4) -> None:
         if not templates or not heldout_templates:
             raise UserError("text prompts need at least one training and one held-out template")
         overlap = sorted(set(templates) & set(heldout_templates))
         if overlap:
             raise UserError(f"held-out templates must not be training templates: {overlap}")
+        if not 0 < max_bytes <= seq_length or shifts < 1:
+            raise UserError(f"text prompts need 0 < max_bytes <= seq_length ({seq_length}) and shifts >= 1; got max_bytes={max_bytes}, shifts={shifts}")
         self.templates, self.heldout_templates, self.seq_length = list(templates), list(heldout_templates), seq_length
+        self.max_bytes, self.shifts = max_bytes, shifts
+        too_long = [text for text in self.fill([" " * (shifts - 1) + t for t in self.templates])[0] + self.fill(self.heldout_templates)[0] if len(text.encode()) > max_bytes]
+        if too_long:
+            raise UserError(f"text prompt templates must fit in max_bytes={max_bytes} (with {shifts - 1} leading spaces in training): {too_long[0]!r} does not")
 
     @property
     def example_shape(self) -> list[int]:
@@ -74,17 +91,23 @@ class TextPrompts(PromptSource):
         pairs = [(template.format(word=word, digit=digit), digit) for template in templates for digit, word in enumerate(DIGIT_WORDS)]
         return [text for text, _ in pairs], [digit for _, digit in pairs]
 
+    def prompt_latents(self, latent_length: int) -> int:
+        return -(-self.max_bytes * latent_length // self.seq_length)
+
     def encode(self, text: str) -> torch.Tensor:
         """UTF-8 bytes padded with 0 to ``seq_length``: int64 ``(seq_length,)``."""
         data = text.encode("utf-8")
-        if not data or len(data) > self.seq_length:
-            raise UserError(f"a text prompt must be 1 to {self.seq_length} bytes of UTF-8 (the text tokenizer's length); got {len(data)}")
+        if not data or len(data) > self.max_bytes:
+            raise UserError(f"a text prompt must be 1 to {self.max_bytes} bytes of UTF-8 (max_bytes of the text prompts); got {len(data)}")
         out = torch.full((self.seq_length,), PAD, dtype=torch.long)
         out[: len(data)] = torch.tensor(list(data))
         return out
 
     def examples(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        texts, digits = self.fill(self.templates if split == "train" else self.heldout_templates)
+        if split == "train":
+            texts, digits = self.fill([" " * shift + template for shift in range(self.shifts) for template in self.templates])
+        else:
+            texts, digits = self.fill(self.heldout_templates)
         return torch.stack([self.encode(text) for text in texts]), torch.tensor(digits)
 
     def load(self, prompt: str) -> torch.Tensor:

@@ -10,9 +10,11 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 
+from pipeline.diffusion.alignment import PromptAlignment
 from pipeline.diffusion.dit import DiT
 from pipeline.diffusion.ema import ema_model
 from pipeline.diffusion.objectives import Objective
+from pipeline.diffusion.prompt import is_present
 from pipeline.optim import optimizer_config
 
 log = logging.getLogger("pipeline")
@@ -32,6 +34,8 @@ class DiffusionModule(L.LightningModule):
         ema_decay: decay of the weight average (ramped up over the first steps).
         class_dropout: share of conditions (labels or prompts) replaced by the null condition, which is what makes guidance possible.
         compile: ``torch.compile`` the DiT for training where it works.
+        alignment: for a prompt DiT, a :class:`PromptAlignment` whose loss, times ``alignment_weight``, joins the
+            diffusion loss (``train/align_loss``): it teaches the prompt encoder which image a prompt asks for.
     """
 
     def __init__(
@@ -45,11 +49,18 @@ class DiffusionModule(L.LightningModule):
         ema_decay: float = 0.999,
         class_dropout: float = 0.1,
         compile: bool = False,
+        alignment: PromptAlignment | None = None,
+        alignment_weight: float = 1.0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model", "objective", "latent_mean", "latent_std", "optimizer", "scheduler"])
-        self.model, self.objective = model, objective
+        self.save_hyperparameters(ignore=["model", "objective", "latent_mean", "latent_std", "optimizer", "scheduler", "alignment"])
+        if alignment is not None and model.prompt_encoder is None:
+            raise ValueError("alignment is for a DiT conditioned on prompts")
+        self.model, self.objective, self.alignment = model, objective, alignment
         self.ema = ema_model(model, ema_decay)
+        self.prompt_tokens: torch.Tensor | None = None
+        if alignment is not None:  # after the EMA copy was made: the copy must not carry the hook
+            model.prompt_encoder.register_forward_hook(self._keep_prompt_tokens)
         self.register_buffer("latent_mean", latent_mean.float().clone())
         self.register_buffer("latent_std", latent_std.float().clone())
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -104,9 +115,19 @@ class DiffusionModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         latents, labels = batch
-        loss = self.objective.loss(self.model, latents, self.drop_labels(labels))
+        conditions = self.drop_labels(labels)
+        loss = self.objective.loss(self.model, latents, conditions)
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # the global batch's mean
-        return loss
+        if self.alignment is None or self.prompt_tokens is None:
+            return loss
+        present = is_present(conditions)  # the prompts not dropped to the null prompt
+        align = self.alignment(self.prompt_tokens[present].mean(dim=1), latents[present])
+        self.log("train/align_loss", align, sync_dist=True)
+        return loss + self.hparams.alignment_weight * align
+
+    def _keep_prompt_tokens(self, encoder: torch.nn.Module, inputs: Any, outputs: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Keep the conditioning tokens of the training forward: the alignment loss reads them rather than encoding the prompts twice."""
+        self.prompt_tokens = outputs[0] if encoder.training else None
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """The optimizer step, then the EMA: once per optimizer step (not per accumulated micro-batch),
@@ -142,7 +163,8 @@ class DiffusionModule(L.LightningModule):
             torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        return optimizer_config(self.optimizer_factory, self.scheduler_factory, self.model.parameters(), int(self.trainer.estimated_stepping_batches), type(self).__name__)
+        parameters = [*self.model.parameters(), *(self.alignment.parameters() if self.alignment is not None else [])]
+        return optimizer_config(self.optimizer_factory, self.scheduler_factory, parameters, int(self.trainer.estimated_stepping_batches), type(self).__name__)
 
 
 def compile_in_place(model: DiT) -> bool:

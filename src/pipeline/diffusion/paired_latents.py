@@ -23,10 +23,11 @@ from pipeline.tokenizer import VQVAE, load_tokenizer
 
 
 @torch.no_grad()
-def encode_prompts(tokenizer: VQVAE, examples: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Tokenizer inputs ``(P, ...)`` -> its continuous latents ``(P, D, L)`` (float32, on the CPU)."""
+def encode_prompts(tokenizer: VQVAE, examples: torch.Tensor, length: int | None = None, batch_size: int = 256) -> torch.Tensor:
+    """Tokenizer inputs ``(P, ...)`` -> its continuous latents ``(P, D, L)`` (float32, on the CPU), the first ``length`` of them."""
     device = next(tokenizer.parameters()).device
-    return torch.cat([tokenizer.encode(chunk.to(device)).float().cpu() for chunk in examples.split(batch_size)])
+    latents = torch.cat([tokenizer.encode(chunk.to(device)).float().cpu() for chunk in examples.split(batch_size)])
+    return latents[..., :length].contiguous()
 
 
 def channel_stats(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,6 +97,7 @@ class PairedLatentDataModule(L.LightningDataModule):
         self.images, self.source, self.tokenizer_path = images, source, Path(tokenizer_path)
         self.banks: dict[str, PromptBank] = {}
         self.prompt_mean = self.prompt_std = torch.empty(0)
+        self.prompt_length = 0
 
     @property
     def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,7 +121,8 @@ class PairedLatentDataModule(L.LightningDataModule):
         if self.banks:
             return
         tokenizer = load_tokenizer(self.tokenizer_path)
-        latents = {split: (encode_prompts(tokenizer, examples), labels) for split in ("train", "val") for examples, labels in [self.source.examples(split)]}
+        self.prompt_length = self.source.prompt_latents(tokenizer.tokenizer_metadata["latent_shape"][-1])
+        latents = {split: (encode_prompts(tokenizer, examples, self.prompt_length), labels) for split in ("train", "val") for examples, labels in [self.source.examples(split)]}
         self.prompt_mean, self.prompt_std = channel_stats(latents["train"][0])
         self.banks = {split: PromptBank(as_prompts(z, self.prompt_mean, self.prompt_std), labels) for split, (z, labels) in latents.items()}
 

@@ -20,9 +20,9 @@ def with_presence(latents: torch.Tensor) -> torch.Tensor:
     return torch.cat([latents, torch.ones_like(latents[:, :1])], dim=1)
 
 
-def null_prompts(prompts: torch.Tensor) -> torch.Tensor:
-    """The null prompt for every row: zero latents, presence 0."""
-    return torch.zeros_like(prompts)
+def is_present(prompts: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` bool: which rows are real prompts (not the null prompt)."""
+    return prompts[:, -1, 0] > 0.5
 
 
 class PromptEncoder(nn.Module):
@@ -43,7 +43,7 @@ class PromptEncoder(nn.Module):
         super().__init__()
         if length % patch_size:
             raise ValueError(f"prompt length {length} must be divisible by its patch size {patch_size}")
-        self.in_channels, self.length, self.patch_size = in_channels, length, patch_size
+        self.in_channels, self.length, self.patch_size, self.width = in_channels, length, patch_size, width
         self.num_tokens = length // patch_size
         self.embed = nn.Linear(in_channels * patch_size, width)
         self.register_buffer("pos_embed", position_embedding([self.num_tokens], width)[None], persistent=False)
@@ -56,7 +56,7 @@ class PromptEncoder(nn.Module):
 
     def forward(self, prompts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch = prompts.shape[0]
-        latents, present = prompts[:, :-1], prompts[:, -1, 0] > 0.5
+        latents, present = prompts[:, :-1], is_present(prompts)
         patches = latents.reshape(batch, self.in_channels, self.num_tokens, self.patch_size).permute(0, 2, 1, 3).reshape(batch, self.num_tokens, -1)
         tokens = self.norm(self.layers(self.embed(patches) + self.pos_embed))
         pooled = self.pool(tokens.mean(dim=1))

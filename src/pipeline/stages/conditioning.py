@@ -58,12 +58,12 @@ def training_prompt_tokenizer(cfg: DictConfig, source: PromptSource, resumed: di
     return path, load_prompt_tokenizer(path, source)
 
 
-def dit_prompt_options(cfg: DictConfig, tokenizer: VQVAE) -> dict[str, int]:
-    """The DiT's ``prompt`` argument: the prompt latents' shape and the encoder options of ``condition.encoder``."""
+def dit_prompt_options(cfg: DictConfig, tokenizer: VQVAE, source: PromptSource) -> dict[str, int]:
+    """The DiT's ``prompt`` argument: the prompt latents' shape (as many as a prompt fills) and the encoder options of ``condition.encoder``."""
     channels, *length = tokenizer.tokenizer_metadata["latent_shape"]
     if len(length) != 1:
         raise UserError(f"prompts must be 1-D latent sequences; the {cfg.condition.kind} tokenizer makes {[channels, *length]}")
-    options = {"channels": int(channels), "length": int(length[0]), **{k: int(v) for k, v in cfg.condition.encoder.items()}}
+    options = {"channels": int(channels), "length": source.prompt_latents(int(length[0])), **{k: int(v) for k, v in cfg.condition.encoder.items()}}
     if options["length"] % options["patch_size"]:
         raise UserError(f"condition.encoder.patch_size={options['patch_size']} must divide the prompt's {options['length']} latents")
     return options
@@ -71,17 +71,19 @@ def dit_prompt_options(cfg: DictConfig, tokenizer: VQVAE) -> dict[str, int]:
 
 @dataclass
 class PromptEncoding:
-    """A trained prompt DiT's view of prompts: the source tokenizer and the statistics its prompts were normalized with."""
+    """A trained prompt DiT's view of prompts: the source tokenizer, the statistics its prompts were normalized with
+    and how many of their latents it reads."""
 
     kind: str
     tokenizer: VQVAE
     tokenizer_path: Path
     mean: torch.Tensor
     std: torch.Tensor
+    length: int
 
     def __call__(self, examples: torch.Tensor) -> torch.Tensor:
         """Tokenizer inputs ``(P, ...)`` -> prompts ``(P, D + 1, L)`` as the DiT reads them."""
-        return as_prompts(encode_prompts(self.tokenizer, examples), self.mean, self.std)
+        return as_prompts(encode_prompts(self.tokenizer, examples, self.length), self.mean, self.std)
 
     @classmethod
     def of_dit(cls, metadata: dict[str, Any], source: PromptSource, dit_path: Path) -> PromptEncoding:
@@ -92,9 +94,14 @@ class PromptEncoding:
             raise UserError(f"{dit_path} reads {record.get('kind')} prompts through the tokenizer {path}, which is gone")
         if file_digest(path) != record.get("tokenizer_id"):
             raise UserError(f"the prompt tokenizer {path} changed since {dit_path} was trained on it (id {file_digest(path)} != {record.get('tokenizer_id')})")
-        return cls(record["kind"], load_prompt_tokenizer(path, source), path, torch.tensor(record["mean"]), torch.tensor(record["std"]))
+        tokenizer = load_prompt_tokenizer(path, source)
+        length = int(record.get("length") or tokenizer.tokenizer_metadata["latent_shape"][-1])
+        return cls(record["kind"], tokenizer, path, torch.tensor(record["mean"]), torch.tensor(record["std"]), length)
 
 
-def prompt_record(kind: str, tokenizer_path: Path, mean: torch.Tensor, std: torch.Tensor) -> dict[str, Any]:
+def prompt_record(kind: str, tokenizer_path: Path, mean: torch.Tensor, std: torch.Tensor, length: int) -> dict[str, Any]:
     """What a prompt DiT's metadata says about its prompts (read back by :meth:`PromptEncoding.of_dit`)."""
-    return {"kind": kind, "tokenizer": str(tokenizer_path.resolve()), "tokenizer_id": file_digest(tokenizer_path), "mean": mean.tolist(), "std": std.tolist()}
+    return {
+        "kind": kind, "tokenizer": str(tokenizer_path.resolve()), "tokenizer_id": file_digest(tokenizer_path), "mean": mean.tolist(), "std": std.tolist(),
+        "length": length,
+    }

@@ -13,7 +13,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from pipeline.callbacks import SampleGrid, class_rows
+from pipeline.data.paired import PromptSource
 from pipeline.diffusion import DiffusionModule, DiT, LatentDataModule, file_digest, save_dit
+from pipeline.diffusion.alignment import PromptAlignment
 from pipeline.diffusion.paired_latents import PairedLatentDataModule
 from pipeline.errors import UserError
 from pipeline.interrupts import CheckpointOnSignal
@@ -55,15 +57,19 @@ def resumed_tokenizer(cfg: DictConfig, resume: ResumePoint) -> Path:
     return Path(recorded)
 
 
-def build_module(cfg: DictConfig, tokenizer: VQVAE, prompt_tokenizer: VQVAE | None = None) -> DiffusionModule:
+def build_module(cfg: DictConfig, tokenizer: VQVAE, prompts: tuple[VQVAE, PromptSource] | None = None) -> DiffusionModule:
     """The DiT sized to the tokenizer's latents, conditioned as ``condition`` says (on prompts: sized to the
-    prompt tokenizer's latents), with the configured objective; statistics come from the cache."""
+    prompt tokenizer's latents as ``prompts`` fill them), with the configured objective; statistics come from the cache."""
     channels, *grid = tokenizer.tokenizer_metadata["latent_shape"]
-    prompt = dit_prompt_options(cfg, prompt_tokenizer) if prompt_tokenizer is not None else None
+    prompt = dit_prompt_options(cfg, *prompts) if prompts is not None else None
     model: DiT = instantiate(cfg.dit, input_size=grid, in_channels=channels, num_classes=class_count(cfg), prompt=prompt)
     objective = instantiate(cfg.objective)
+    alignment = None
+    if prompt is not None and cfg.condition.alignment.weight > 0:
+        alignment = PromptAlignment([channels, *grid], model.prompt_encoder.width, cfg.condition.alignment.dim)
     return instantiate(
         cfg.diffusion, model=model, objective=objective, latent_mean=torch.zeros(channels), latent_std=torch.ones(channels), compile=cfg.compile,
+        alignment=alignment, alignment_weight=cfg.condition.alignment.weight if alignment is not None else 0.0,
     )
 
 
@@ -82,12 +88,12 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
         latent_shape=tokenizer.tokenizer_metadata.get("latent_shape"),
     )
     datamodule: LatentDataModule | PairedLatentDataModule = latents
-    prompt_tokenizer_path, prompt_tokenizer = None, None
+    prompt_tokenizer_path, prompts = None, None
     if prompt_kind(cfg):
         source = data.prompt_source
         prompt_tokenizer_path, prompt_tokenizer = training_prompt_tokenizer(cfg, source, resume.run_dir.read() if resume else None)
-        datamodule = PairedLatentDataModule(latents, source, prompt_tokenizer_path)
-    module = build_module(cfg, tokenizer, prompt_tokenizer)
+        datamodule, prompts = PairedLatentDataModule(latents, source, prompt_tokenizer_path), (prompt_tokenizer, source)
+    module = build_module(cfg, tokenizer, prompts)
     if resume:
         check_fits(resume, module)
     loggers = build_loggers(cfg, run_dir, wandb_id, resume)
@@ -137,7 +143,7 @@ def _finish(
             "data": cfg.data.name, "modality": cfg.modality.name, "tokenizer": str(Path(tokenizer_path).resolve()), "tokenizer_id": latents.tokenizer_id,
             "latent_cache": str(latents.cache_dir), "run_name": run_dir.path.name, "step": trainer.global_step,
             "preset": cfg.dit.get("preset"), "objective": module.objective.name,
-            "condition": prompt_record(latents.source.modality, latents.tokenizer_path, latents.prompt_mean, latents.prompt_std)
+            "condition": prompt_record(latents.source.modality, latents.tokenizer_path, latents.prompt_mean, latents.prompt_std, latents.prompt_length)
             if isinstance(latents, PairedLatentDataModule) else {"kind": "class" if module.model.num_classes else "none"},
         }
         save_dit(module, dit_path, metadata)
