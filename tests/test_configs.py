@@ -158,7 +158,7 @@ def test_a_stage_tuned_for_one_data_set_and_debug_still_wins(tmp_path: Path) -> 
     assert compose_config("stage=vqvae", "data=spoken_digits", root=tmp_path).trainer.max_steps == 1500  # conf/stage_data/vqvae_spoken_digits.yaml
     assert compose_config("stage=dit", "data=fortunes", "debug=fast", root=tmp_path).trainer.max_steps == 20
     for condition in ("text", "audio"):  # conf/stage_data/dit_paired.yaml: the data option, not its name (paired_<condition>)
-        assert compose_config("stage=dit", "data=paired", f"condition={condition}", root=tmp_path).trainer.max_steps == 900
+        assert compose_config("stage=dit", "data=paired", f"condition={condition}", root=tmp_path).trainer.max_steps == 800
 
 
 def test_an_experiment_picks_the_networks_of_its_data_modality(tmp_path: Path) -> None:
