@@ -9,6 +9,7 @@ learning-rate schedule in the same time. ``stage=eval`` then scores both the sam
 reference classifier's conditional accuracy and Frechet distance, with the real-vs-real and
 reconstruction references, and sampling seconds per item: DiT 25 Heun steps with guidance 3,
 AR temperature 1 over all codes). Runs land under ``outputs/bench/priors/``, never beside the demos.
+``PIPELINE_BENCH_PRIORS_BUDGET_S=300``: another training budget per prior (600 s by default).
 ``PIPELINE_BENCH_QUICK=1``: a budget of seconds on small synthetic images with an untrained tokenizer (made
 here, so it runs without the demos and does not depend on them), to check that it works.
 """
@@ -46,6 +47,8 @@ CONFIG: dict[str, Any] = {
 }
 if QUICK:
     CONFIG.update(train_budget_s=10, calibration_steps=4, eval_num_samples=20, classifier_epochs=1)
+if budget := os.environ.get("PIPELINE_BENCH_PRIORS_BUDGET_S"):  # a shorter (or longer) equal budget; the JSON records it
+    CONFIG["train_budget_s"] = float(budget)
 
 
 def _cli(*overrides: str) -> dict[str, Any]:
