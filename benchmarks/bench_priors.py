@@ -9,7 +9,8 @@ learning-rate schedule in the same time. ``stage=eval`` then scores both the sam
 reference classifier's conditional accuracy and Frechet distance, with the real-vs-real and
 reconstruction references, and sampling seconds per item: DiT 25 Heun steps with guidance 3,
 AR temperature 1 over all codes). Runs land under ``outputs/bench/priors/``, never beside the demos.
-``PIPELINE_BENCH_PRIORS_BUDGET_S=300``: another training budget per prior (600 s by default).
+``PIPELINE_BENCH_PRIORS_BUDGET_S=300``: another training budget per prior (600 s by default);
+``PIPELINE_BENCH_PRIORS_DATA=mnist``: only some of the data sets (comma-separated).
 ``PIPELINE_BENCH_QUICK=1``: a budget of seconds on small synthetic images with an untrained tokenizer (made
 here, so it runs without the demos and does not depend on them), to check that it works.
 """
@@ -31,7 +32,7 @@ from pipeline.stages.common import tokenizer_latent_shape
 from pipeline.tokenizer import save_tokenizer
 
 QUICK = os.environ.get("PIPELINE_BENCH_QUICK") == "1"
-DATA = ("synthetic_image",) if QUICK else ("mnist", "spoken_digits")
+DATA = ("synthetic_image",) if QUICK else tuple(os.environ.get("PIPELINE_BENCH_PRIORS_DATA", "mnist,spoken_digits").split(","))
 QUICK_DATA = ("data.synthetic_per_class=20", "data.val_size=20", "data.test_size=20")
 PRIORS = ("dit", "ar")
 CONFIG: dict[str, Any] = {

@@ -362,6 +362,10 @@ def test_prompt_alignment_learns_which_latents_a_prompt_was_paired_with() -> Non
         loss.backward()
         optimizer.step()
     assert math.log(8) - 1e-3 < alignment(features, latents).item() < math.log(8) + 0.15
+    optimizer.zero_grad()
+    none = alignment(features, latents, scored=torch.zeros(32, dtype=torch.bool))  # every prompt dropped: nothing to score
+    none.backward()
+    assert none.item() == 0.0 and all(p.grad is not None for p in alignment.parameters())
 
 
 def test_alignment_is_for_prompt_dits() -> None:

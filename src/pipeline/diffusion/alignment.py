@@ -34,9 +34,14 @@ class PromptAlignment(nn.Module):
         self.prompt_head = nn.Linear(width, dim)
         self.log_scale = nn.Parameter(torch.tensor(math.log(1 / temperature)))
 
-    def forward(self, prompt_features: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    def forward(self, prompt_features: torch.Tensor, latents: torch.Tensor, scored: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss over the pairs ``scored`` keeps (bool ``(B,)``, default all: the prompts not dropped to the null prompt)."""
         prompts = F.normalize(self.prompt_head(prompt_features), dim=-1)
         images = F.normalize(self.latent_head(latents), dim=-1)
+        if scored is not None:
+            prompts, images = prompts[scored], images[scored]
+        if not len(prompts):  # every prompt dropped: 0, with every weight still in the graph (DDP expects a gradient for each)
+            return 0.0 * (prompts.sum() + images.sum() + self.log_scale)
         logits = self.log_scale.clamp(max=math.log(100)).exp() * prompts @ images.T
         targets = torch.arange(len(logits), device=logits.device)
         return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))

@@ -120,8 +120,7 @@ class DiffusionModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # the global batch's mean
         if self.alignment is None or self.prompt_tokens is None:
             return loss
-        present = is_present(conditions)  # the prompts not dropped to the null prompt
-        align = self.alignment(self.prompt_tokens[present].mean(dim=1), latents[present])
+        align = self.alignment(self.prompt_tokens.mean(dim=1), latents, scored=is_present(conditions))  # not the prompts dropped to null
         self.log("train/align_loss", align, sync_dist=True)
         return loss + self.hparams.alignment_weight * align
 
