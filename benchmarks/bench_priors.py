@@ -2,10 +2,11 @@
 
 For each data set whose stage-one tokenizer exists (``outputs/<data>/vqvae/latest``, made by
 ``make demo`` and ``make demo MODALITY=audio``), both priors train on that tokenizer's latent cache
-through the real CLI, with their default configs, for the same wall-clock training budget: a short
-calibration run measures each prior's seconds per training step here (``perf/train_seconds`` of
-``run.json``), and the main run gets ``budget / seconds per step`` steps, so each finishes its own
-learning-rate schedule in the same time. ``stage=eval`` then scores both the same way (the
+through the real CLI, with their default configs, for the same wall-clock training budget. Two short
+calibration runs (``n`` and ``3n`` steps) fit each prior's training time here as ``fixed + per_step * steps``
+(``perf/train_seconds`` of ``run.json``: start-up, the first slow steps and one validation are the fixed
+part), and the main run gets ``(budget - fixed) / per_step`` steps, so each finishes its own learning-rate
+schedule in the same time. Every run validates once, at its end, so validation costs both priors alike. ``stage=eval`` then scores both the same way (the
 reference classifier's conditional accuracy and Frechet distance, with the real-vs-real and
 reconstruction references, and sampling seconds per item: DiT 25 Heun steps with guidance 3,
 AR temperature 1 over all codes). Runs land under ``outputs/bench/priors/``, never beside the demos.
@@ -39,7 +40,7 @@ CONFIG: dict[str, Any] = {
     "quick": QUICK,
     "data": list(DATA),
     "train_budget_s": 600,           # training seconds per prior and data set
-    "calibration_steps": 40,
+    "calibration_steps": 20,         # calibration runs of this many steps and three times as many
     "eval_num_samples": 500,
     "classifier_epochs": 6,          # the reference classifier's (trained once per data set under the runs' folder)
     "eval": "stage=eval with the default sample settings (DiT: 25 Heun steps, guidance 3.0; AR: temperature 1.0, all codes)",
@@ -62,8 +63,18 @@ def _cli(*overrides: str) -> dict[str, Any]:
     return json.loads((Path(run_dir) / "run.json").read_text())
 
 
-def _seconds_per_step(record: dict[str, Any]) -> float:
-    return float(record["stats"]["perf/train_seconds"]) / max(int(record["step"]), 1)
+def _train_seconds(record: dict[str, Any]) -> float:
+    return float(record["stats"]["perf/train_seconds"])
+
+
+def _steps_for_budget(short: dict[str, Any], long: dict[str, Any], budget_s: float) -> tuple[int, float, float]:
+    """Steps that fill ``budget_s`` of training time, from two runs of different lengths; and the fitted
+    seconds per step and fixed seconds. The fixed part is clamped at 0 against timing noise."""
+    per_step = (_train_seconds(long) - _train_seconds(short)) / (int(long["step"]) - int(short["step"]))
+    if per_step <= 0:  # noise swamped the difference: fall back to the long run's mean rate
+        per_step = _train_seconds(long) / int(long["step"])
+    fixed = max(_train_seconds(short) - per_step * int(short["step"]), 0.0)
+    return max(int((budget_s - fixed) / per_step), int(long["step"])), per_step, fixed
 
 
 def untrained_tokenizer(data: str, out: Path) -> Path:
@@ -83,10 +94,11 @@ def bench_data(data: str, out: Path) -> dict[str, Any]:
               f"experiment_name=bench-priors-{data}")
     results: dict[str, Any] = {}
     for prior in PRIORS:
-        calibration = _cli(f"stage={prior}", *common, f"trainer.max_steps={CONFIG['calibration_steps']}", f"trainer.val_check_interval={CONFIG['calibration_steps']}")
-        steps = max(int(CONFIG["train_budget_s"] / _seconds_per_step(calibration)), CONFIG["calibration_steps"])
+        short, long = (_cli(f"stage={prior}", *common, f"trainer.max_steps={n}", f"trainer.val_check_interval={n}")
+                       for n in (CONFIG["calibration_steps"], 3 * CONFIG["calibration_steps"]))
+        steps, per_step, fixed = _steps_for_budget(short, long, CONFIG["train_budget_s"])
         start = time.perf_counter()
-        trained = _cli(f"stage={prior}", *common, f"trainer.max_steps={steps}")
+        trained = _cli(f"stage={prior}", *common, f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}")
         wall = time.perf_counter() - start
         checkpoint = f"{prior}_ckpt={trained[prior]}"
         scored = _cli("stage=eval", f"prior={prior}", checkpoint, *common, f"eval.num_samples={CONFIG['eval_num_samples']}",
@@ -94,7 +106,7 @@ def bench_data(data: str, out: Path) -> dict[str, Any]:
         scores = json.loads(Path(scored["eval"]).read_text())
         results[prior] = {
             "steps": trained["step"], "train_seconds": trained["stats"]["perf/train_seconds"], "run_wall_s": wall,
-            "calibration_s_per_step": _seconds_per_step(calibration), "params": trained["stats"].get("params/trainable"),
+            "calibration_s_per_step": per_step, "calibration_fixed_s": fixed, "params": trained["stats"].get("params/trainable"),
             "val_loss": trained["metrics"].get("val/loss"), "eval": scores, "run": trained["run_name"],
         }
     return results
