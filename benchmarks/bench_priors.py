@@ -2,11 +2,13 @@
 
 For each data set whose stage-one tokenizer exists (``outputs/<data>/vqvae/latest``, made by
 ``make demo`` and ``make demo MODALITY=audio``), both priors train on that tokenizer's latent cache
-through the real CLI, with their default configs, for the same wall-clock training budget. Two short
-calibration runs (``n`` and ``3n`` steps) fit each prior's training time here as ``fixed + per_step * steps``
-(``perf/train_seconds`` of ``run.json``: start-up, the first slow steps and one validation are the fixed
-part), and the main run gets ``(budget - fixed) / per_step`` steps, so each finishes its own learning-rate
-schedule in the same time. Every run validates once, at its end, so validation costs both priors alike. ``stage=eval`` then scores both the same way (the
+through the real CLI, with their default configs, for the same wall-clock training budget. A short
+calibration run (16 steps) measures each prior's training time here as ``fixed + per_step * steps``:
+``per_step`` from the throughput it logs every 4 steps after the first 4 (``perf/examples_per_sec`` in
+its ``metrics.csv``: steady state, past the slow first steps), ``fixed`` the rest of its
+``perf/train_seconds`` (start-up, the first steps, one validation). The main run gets
+``(budget - fixed) / per_step`` steps, so each finishes its own learning-rate schedule in the same
+time. Every run validates once, at its end, so validation costs both priors alike. ``stage=eval`` then scores both the same way (the
 reference classifier's conditional accuracy and Frechet distance, with the real-vs-real and
 reconstruction references, and sampling seconds per item: DiT 25 Heun steps with guidance 3,
 AR temperature 1 over all codes). Runs land under ``outputs/bench/priors/``, never beside the demos.
@@ -18,6 +20,7 @@ here, so it runs without the demos and does not depend on them), to check that i
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -40,7 +43,8 @@ CONFIG: dict[str, Any] = {
     "quick": QUICK,
     "data": list(DATA),
     "train_budget_s": 600,           # training seconds per prior and data set
-    "calibration_steps": 20,         # calibration runs of this many steps and three times as many
+    "calibration_steps": 16,         # the calibration run's, throughput logged every calibration_log_every
+    "calibration_log_every": 4,
     "eval_num_samples": 500,
     "classifier_epochs": 6,          # the reference classifier's (trained once per data set under the runs' folder)
     "eval": "stage=eval with the default sample settings (DiT: 25 Heun steps, guidance 3.0; AR: temperature 1.0, all codes)",
@@ -48,33 +52,33 @@ CONFIG: dict[str, Any] = {
     "logger": "csv",
 }
 if QUICK:
-    CONFIG.update(train_budget_s=10, calibration_steps=4, eval_num_samples=20, classifier_epochs=1)
+    CONFIG.update(train_budget_s=10, calibration_steps=4, calibration_log_every=2, eval_num_samples=20, classifier_epochs=1)
 if budget := os.environ.get("PIPELINE_BENCH_PRIORS_BUDGET_S"):  # a shorter (or longer) equal budget; the JSON records it
     CONFIG["train_budget_s"] = float(budget)
 
 
-def _cli(*overrides: str) -> dict[str, Any]:
-    """One ``python -m pipeline`` run; its ``run.json``."""
+def _cli(*overrides: str) -> tuple[dict[str, Any], Path]:
+    """One ``python -m pipeline`` run; its ``run.json`` and run directory."""
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "CI": "true"}
     result = subprocess.run([sys.executable, "-m", "pipeline", *overrides], cwd=REPO, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"python -m pipeline {' '.join(overrides)} failed: {result.stderr.strip().splitlines()[-1:]}")
-    run_dir = next(line.split(":", 1)[1].strip() for line in result.stdout.splitlines() if line.strip().startswith("run_dir:"))
-    return json.loads((Path(run_dir) / "run.json").read_text())
+    run_dir = Path(next(line.split(":", 1)[1].strip() for line in result.stdout.splitlines() if line.strip().startswith("run_dir:")))
+    return json.loads((run_dir / "run.json").read_text()), run_dir
 
 
-def _train_seconds(record: dict[str, Any]) -> float:
-    return float(record["stats"]["perf/train_seconds"])
-
-
-def _steps_for_budget(short: dict[str, Any], long: dict[str, Any], budget_s: float) -> tuple[int, float, float]:
-    """Steps that fill ``budget_s`` of training time, from two runs of different lengths; and the fitted
-    seconds per step and fixed seconds. The fixed part is clamped at 0 against timing noise."""
-    per_step = (_train_seconds(long) - _train_seconds(short)) / (int(long["step"]) - int(short["step"]))
-    if per_step <= 0:  # noise swamped the difference: fall back to the long run's mean rate
-        per_step = _train_seconds(long) / int(long["step"])
-    fixed = max(_train_seconds(short) - per_step * int(short["step"]), 0.0)
-    return max(int((budget_s - fixed) / per_step), int(long["step"])), per_step, fixed
+def _steps_for_budget(record: dict[str, Any], run_dir: Path, budget_s: float) -> tuple[int, float, float]:
+    """Steps that fill ``budget_s`` of training time, from a calibration run; and its steady seconds per step and
+    fixed seconds. The throughput windows after the first give the rate (global batch = mean throughput x time / steps)."""
+    steps, seconds = int(record["step"]), float(record["stats"]["perf/train_seconds"])
+    batch = float(record["stats"]["perf/mean_examples_per_sec"]) * seconds / steps
+    with (run_dir / "metrics.csv").open() as handle:
+        rates = [float(row["perf/examples_per_sec"]) for row in csv.DictReader(handle) if row.get("perf/examples_per_sec")]
+    if len(rates) < 2:
+        raise RuntimeError(f"{run_dir}: the calibration run logged {len(rates)} throughput windows, not at least 2")
+    per_step = sum(batch / rate for rate in rates[1:]) / len(rates[1:])
+    fixed = max(seconds - per_step * steps, 0.0)
+    return max(int((budget_s - fixed) / per_step), 1), per_step, fixed
 
 
 def untrained_tokenizer(data: str, out: Path) -> Path:
@@ -94,14 +98,15 @@ def bench_data(data: str, out: Path) -> dict[str, Any]:
               f"experiment_name=bench-priors-{data}")
     results: dict[str, Any] = {}
     for prior in PRIORS:
-        short, long = (_cli(f"stage={prior}", *common, f"trainer.max_steps={n}", f"trainer.val_check_interval={n}")
-                       for n in (CONFIG["calibration_steps"], 3 * CONFIG["calibration_steps"]))
-        steps, per_step, fixed = _steps_for_budget(short, long, CONFIG["train_budget_s"])
+        n = CONFIG["calibration_steps"]
+        calibration = _cli(f"stage={prior}", *common, f"trainer.max_steps={n}", f"trainer.val_check_interval={n}",
+                           f"trainer.log_every_n_steps={CONFIG['calibration_log_every']}")
+        steps, per_step, fixed = _steps_for_budget(*calibration, CONFIG["train_budget_s"])
         start = time.perf_counter()
-        trained = _cli(f"stage={prior}", *common, f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}")
+        trained, _ = _cli(f"stage={prior}", *common, f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}")
         wall = time.perf_counter() - start
         checkpoint = f"{prior}_ckpt={trained[prior]}"
-        scored = _cli("stage=eval", f"prior={prior}", checkpoint, *common, f"eval.num_samples={CONFIG['eval_num_samples']}",
+        scored, _ = _cli("stage=eval", f"prior={prior}", checkpoint, *common, f"eval.num_samples={CONFIG['eval_num_samples']}",
                       f"eval.classifier_epochs={CONFIG['classifier_epochs']}")
         scores = json.loads(Path(scored["eval"]).read_text())
         results[prior] = {

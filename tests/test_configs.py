@@ -23,9 +23,10 @@ VQVAE_OPTIONS = sorted(p.stem for p in (config_dir() / "vqvae").glob("*.yaml"))
 MODALITY_OPTIONS = sorted(p.stem for p in (config_dir() / "modality").glob("*.yaml"))
 DATA_MODALITY = {"mnist": "image", "fashion_mnist": "image", "cifar10": "image", "folder": "image", "synthetic_image": "image",
                  "spoken_digits": "audio", "synthetic_audio": "audio",
-                 "tinystories": "text", "fortunes": "text", "text_file": "text", "synthetic_text": "text", "paired": "image"}
+                 "tinystories": "text", "fortunes": "text", "text_file": "text", "synthetic_text": "text", "paired": "image",
+                 "paired_table": "image"}
 NEEDS_PATH = {"folder", "text_file"}
-STAGE_ONE_DATA = [data for data in DATA_OPTIONS if data != "paired"]  # paired data is for the DiT only (tests/test_paired.py)
+STAGE_ONE_DATA = [data for data in DATA_OPTIONS if not data.startswith("paired")]  # paired data is for the DiT only (tests/test_paired*.py)
 
 
 def test_options_found() -> None:

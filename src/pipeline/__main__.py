@@ -59,6 +59,10 @@ def _hydra_main(cfg: DictConfig) -> None:
         results = run(cfg)
     except UserError as err:
         _fail(str(err))
+    except HydraException as err:
+        if not isinstance(err.__cause__, UserError):  # a constructor's refusal, wrapped by instantiate: report it alone
+            raise
+        _fail(str(err.__cause__))
     except Diverged as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(1)

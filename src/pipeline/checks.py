@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.detect import prompt_kind_error
 from pipeline.errors import UserError
-from pipeline.outputs import image_data_name, latest_output, stage_dir
+from pipeline.outputs import data_args, image_data_name, latest_output, stage_dir
 from pipeline.resume import resume_target
 
 
@@ -26,6 +26,8 @@ def check_config(cfg: DictConfig) -> None:
     path = cfg.data.get("path")
     if path and not Path(str(path)).expanduser().exists():
         raise UserError(f"data.path {path} does not exist")
+    if OmegaConf.is_missing(cfg.data, "table"):
+        raise UserError(f"data={cfg.data.name} needs data.table=TABLE: a Hugging Face dataset id, a dataset folder, or a .csv / .jsonl / .parquet file")
     resuming = resume_target(cfg.get("resume"), stage_dir(cfg, cfg.stage.name)) is not None  # resume= or a requeued SLURM job
     if cfg.stage.name in ("sample", "eval"):
         check_sample_settings(cfg)
@@ -40,7 +42,7 @@ def check_condition(cfg: DictConfig) -> None:
     if paired and stage in ("vqvae", "ar"):
         raise UserError(
             f"data={cfg.data.name} pairs images with prompts for the DiT; stage={stage} runs on each data set alone: "
-            f"python -m pipeline stage={stage} data={cfg.data.image.name}" + (" (and data=spoken_digits, data=fortunes)" if stage == "vqvae" else "")
+            f"python -m pipeline stage={stage} {data_args(cfg, cfg.data.image.name)}" + (" (and data=spoken_digits, data=fortunes)" if stage == "vqvae" else "")
         )
     if stage in ("sample", "eval") and cfg.get("prior", "dit") not in ("dit", "ar"):
         raise UserError(f"prior={cfg.prior}: valid: dit, ar")

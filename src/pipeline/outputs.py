@@ -23,6 +23,16 @@ def image_data_name(cfg: DictConfig) -> str:
     return str(OmegaConf.select(cfg, "data.image.name") or cfg.data.name)
 
 
+def data_args(cfg: DictConfig, data_name: str) -> str:
+    """The ``data=`` arguments that train on ``data_name`` alone: its config option, or for the images of a paired
+    table (which have none of their own) ``data=mnist`` pointed at the table's image column."""
+    image, table = OmegaConf.select(cfg, "data.image"), OmegaConf.select(cfg, "data.table")
+    if table and image is not None and data_name == image.name:
+        return (f"data=mnist data.name={image.name} data.hub_id={table} data.offline=null data.image_column={image.image_column} "
+                f"data.label_column={image.label_column} data.size={image.size} data.channels={image.channels}")
+    return f"data={data_name}"
+
+
 def latest_output(cfg: DictConfig, stage: str, filename: str, override_key: str, data_name: str | None = None) -> Path:
     """``cfg[override_key]`` if set, else ``filename`` in the newest finished ``stage`` run of this data (or ``data_name``).
 
@@ -40,6 +50,6 @@ def latest_output(cfg: DictConfig, stage: str, filename: str, override_key: str,
     if not path.is_file():
         raise UserError(
             f"no finished {stage} run for data={data_name} (looked for {path}); "
-            f"run first: python -m pipeline stage={stage} data={data_name} (or pass {override_key}=PATH)"
+            f"run first: python -m pipeline stage={stage} {data_args(cfg, data_name)} (or pass {override_key}=PATH)"
         )
     return path.resolve()

@@ -4,9 +4,10 @@ from pipeline.data.audio import AudioDataModule, AudioTensorDataset
 from pipeline.data.datamodule import DataModule
 from pipeline.data.image import ImageDataModule, ImageTensorDataset
 from pipeline.data.paired import AudioPrompts, PairedData, TextPrompts
+from pipeline.data.paired_table import TableTextPrompts, TextColumnData
 from pipeline.data.text import ByteSequenceDataset, TextDataModule
 
 __all__ = [
     "AudioDataModule", "AudioPrompts", "AudioTensorDataset", "ByteSequenceDataset", "DataModule", "ImageDataModule", "ImageTensorDataset", "PairedData",
-    "TextDataModule", "TextPrompts",
+    "TableTextPrompts", "TextColumnData", "TextDataModule", "TextPrompts",
 ]

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.data.datamodule import DataModule
-from pipeline.data.sources import RawData, SourceUnavailable, class_names, load_hub_splits
+from pipeline.data.sources import RawData, SourceUnavailable, class_names, load_hub_splits, media_file
 from pipeline.detect import AUDIO_SUFFIXES
 from pipeline.errors import UserError, one_line
 
@@ -66,14 +66,18 @@ def read_audio_folder(directory: Path, sample_rate: int) -> RawData:
 
 
 def load_hub_audio(hub_id: str, audio_column: str, label_column: str, cache_dir: Path, timeout: float, sample_rate: int) -> RawData:
-    """Clips and labels per split of a hub dataset, decoded here from the stored bytes (no FFmpeg, no torchcodec)."""
+    """Clips and labels per split of a hub dataset, decoded here from the stored bytes (no FFmpeg, no torchcodec);
+    a local table's audio column may name audio files instead."""
     import datasets
 
     splits = load_hub_splits(hub_id, {audio_column: "audio_column", label_column: "label_column"}, cache_dir, timeout)
     raw = {}
     for name, split in splits.items():
-        stored = split.cast_column(audio_column, datasets.Audio(decode=False))[audio_column]
-        clips = [decode_audio(item["bytes"] if item.get("bytes") else item["path"], sample_rate) for item in stored]
+        if isinstance(split.features[audio_column], datasets.Value):  # file names in a local table
+            clips = [decode_audio(media_file(name, hub_id), sample_rate) for name in split[audio_column]]
+        else:
+            stored = split.cast_column(audio_column, datasets.Audio(decode=False))[audio_column]
+            clips = [decode_audio(item["bytes"] or item["path"], sample_rate) for item in stored]
         raw[name] = (clips, np.asarray(split[label_column], dtype=np.int64))
     return RawData(raw, f"Hugging Face dataset {hub_id}", class_names(splits["train"], label_column))
 

@@ -4,7 +4,8 @@ Offline, pairs are made by shared label: every image of a digit goes with a prom
 drawn anew each time it is served: a spoken clip of the digit (:class:`AudioPrompts`, from the
 spoken-digits data set) or a sentence from a template (:class:`TextPrompts`, "a handwritten
 seven"). The prompts of the val and test splits are held out: clips of the audio set's own
-held-out splits, and templates never used in training.
+held-out splits, and templates never used in training. A table with one column per modality
+pairs them row by row instead (:mod:`pipeline.data.paired_table`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import numpy as np
 import torch
 
 from pipeline.data.audio import PEAK, AudioDataModule, decode_audio, fix_length
+from pipeline.data.datamodule import DataModule
 from pipeline.data.image import ImageDataModule
 from pipeline.data.text import PAD
 from pipeline.detect import prompt_kind_error
 from pipeline.errors import UserError
 
+SPLIT_KEYS = ("hub_id", "path", "label_column", "val_size", "test_size", "seed")  # two columns with these alike split into the same rows
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
@@ -35,6 +38,12 @@ class PromptSource(ABC):
 
     def prepare(self) -> None:
         """Make the prompts available on disk (rank 0); nothing to do by default."""
+
+    @property
+    def table_data(self) -> DataModule | None:
+        """The data module whose rows are the prompts when prompt ``i`` of a split belongs to image ``i`` of that split
+        (a column of the images' table); None when a prompt goes with any image of its label."""
+        return None
 
     def prompt_latents(self, latent_length: int) -> int:
         """How many of the source tokenizer's ``latent_length`` latents a prompt can fill: all of them by default."""
@@ -92,16 +101,10 @@ class TextPrompts(PromptSource):
         return [text for text, _ in pairs], [digit for _, digit in pairs]
 
     def prompt_latents(self, latent_length: int) -> int:
-        return -(-self.max_bytes * latent_length // self.seq_length)
+        return text_prompt_latents(latent_length, self.seq_length, self.max_bytes)
 
     def encode(self, text: str) -> torch.Tensor:
-        """UTF-8 bytes padded with 0 to ``seq_length``: int64 ``(seq_length,)``."""
-        data = text.encode("utf-8")
-        if not data or len(data) > self.max_bytes:
-            raise UserError(f"a text prompt must be 1 to {self.max_bytes} bytes of UTF-8 (max_bytes of the text prompts); got {len(data)}")
-        out = torch.full((self.seq_length,), PAD, dtype=torch.long)
-        out[: len(data)] = torch.tensor(list(data))
-        return out
+        return encode_text_prompt(text, self.seq_length, self.max_bytes)
 
     def examples(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         if split == "train":
@@ -111,22 +114,48 @@ class TextPrompts(PromptSource):
         return torch.stack([self.encode(text) for text in texts]), torch.tensor(digits)
 
     def load(self, prompt: str) -> torch.Tensor:
-        if error := prompt_kind_error(prompt, self.modality):
-            raise UserError(error)
-        return self.encode(prompt)[None]
+        return load_text_prompt(prompt, self.seq_length, self.max_bytes)
+
+
+def text_prompt_latents(latent_length: int, seq_length: int, max_bytes: int) -> int:
+    """How many of a text tokenizer's ``latent_length`` latents (of ``seq_length`` bytes) the first ``max_bytes`` bytes fill."""
+    return -(-max_bytes * latent_length // seq_length)
+
+
+def encode_text_prompt(text: str, seq_length: int, max_bytes: int) -> torch.Tensor:
+    """UTF-8 bytes padded with 0 to ``seq_length``: int64 ``(seq_length,)``; 1 to ``max_bytes`` bytes, or one line saying why not."""
+    data = text.encode("utf-8")
+    if not data or len(data) > max_bytes:
+        raise UserError(f"a text prompt must be 1 to {max_bytes} bytes of UTF-8 (max_bytes of the text prompts); got {len(data)}: {text[:40]!r}")
+    out = torch.full((seq_length,), PAD, dtype=torch.long)
+    out[: len(data)] = torch.tensor(list(data))
+    return out
+
+
+def load_text_prompt(prompt: str, seq_length: int, max_bytes: int) -> torch.Tensor:
+    """A written prompt a user gives (``sample.prompt``) as a tokenizer input ``(1, seq_length)``."""
+    if error := prompt_kind_error(prompt, "text"):
+        raise UserError(error)
+    return encode_text_prompt(prompt, seq_length, max_bytes)[None]
 
 
 class AudioPrompts(PromptSource):
-    """Spoken digits: the clips of an audio data module (its train split for training, its val and test splits held out).
+    """Spoken prompts: the clips of an audio data module (its train split for training, its val and test splits held out).
 
     Args:
-        data: the spoken-digits :class:`~pipeline.data.AudioDataModule` (labels are the digits).
+        data: the :class:`~pipeline.data.AudioDataModule` of the clips (labels are the digits).
+        by_row: clip i of a split is the prompt of image i of that split (the clips are a column of the images' table),
+            instead of any clip of the image's label.
     """
 
     modality = "audio"
 
-    def __init__(self, data: AudioDataModule) -> None:
-        self.data = data
+    def __init__(self, data: AudioDataModule, by_row: bool = False) -> None:
+        self.data, self.by_row = data, by_row
+
+    @property
+    def table_data(self) -> AudioDataModule | None:
+        return self.data if self.by_row else None
 
     @property
     def example_shape(self) -> list[int]:
@@ -153,8 +182,14 @@ class AudioPrompts(PromptSource):
         return torch.from_numpy(np.clip(clip, -1.0, 1.0))[None, None]
 
 
+def split_mismatch(image: DataModule, column: DataModule) -> str | None:
+    """Why the rows of ``column`` would not be the rows of ``image``, split for split, or None."""
+    differ = [key for key in SPLIT_KEYS if image.spec.get(key) != column.spec.get(key)]
+    return ", ".join(f"{key} {image.spec.get(key)!r} (images) != {column.spec.get(key)!r} ({column.name})" for key in differ) or None
+
+
 class PairedData:
-    """Images paired by label with prompts of the modality ``condition`` names.
+    """Images paired with prompts of the modality ``condition`` names: by label, or row by row from one table.
 
     Args:
         name: the name runs are filed under (``outputs/<name>/``).
@@ -164,16 +199,24 @@ class PairedData:
         modality: always ``image`` (what is generated); num_classes: digits.
         batch_size, num_workers, shuffle: stage two's loader settings (``batch_size`` is the global batch).
         size, channels, hflip: the image data's, repeated for ``modality=image`` (which reads them from the data config).
+        table: the table (hub id or local dataset) that images and prompts are columns of (:mod:`pipeline.data.paired_table`);
+            None: prompts paired by label.
     """
 
     def __init__(
         self, name: str, image: ImageDataModule, prompts: dict[str, PromptSource], condition: str, modality: str = "image", num_classes: int = 10,
         batch_size: int = 64, num_workers: int = 0, shuffle: bool = True, size: int = 28, channels: int = 1, hflip: bool = False,
+        table: str | None = None,
     ) -> None:
         if (size, channels) != (image.spec["size"], image.spec["channels"]) or hflip != image.hflip:
             raise UserError(f"data={name}: size, channels and hflip must be those of its image data ({image.name})")
+        if table is not None and image.spec["hub_id"] != table:
+            raise UserError(f"data={name} pairs the columns of data.table={table}, but its images come from {image.spec['hub_id']}: leave data.image.hub_id at ${{..table}}")
+        for kind, source in prompts.items():
+            if source.table_data is not None and (why := split_mismatch(image, source.table_data)):
+                raise UserError(f"data={name}: the {kind} prompts must be a column of the images' table, split alike, to pair row by row; {why}")
         self.name, self.image, self.prompts, self.condition, self.modality = name, image, dict(prompts), condition, modality
-        self.num_classes, self.batch_size, self.num_workers, self.shuffle = num_classes, batch_size, num_workers, shuffle
+        self.num_classes, self.batch_size, self.num_workers, self.shuffle, self.table = num_classes, batch_size, num_workers, shuffle, table
 
     @property
     def prompt_source(self) -> PromptSource:

@@ -57,18 +57,44 @@ def hub_problem(hub_id: str, timeout: float) -> str | None:
     return None
 
 
+TABLE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def media_file(item: str, hub_id: str) -> Path:
+    """A file that a local table names in a media column: relative paths are relative to the table's folder."""
+    path, table = Path(item).expanduser(), Path(hub_id).expanduser()
+    return path if path.is_absolute() else (table.parent if table.is_file() else table) / path
+
+
+def open_image(file: Path) -> Any:
+    """An image file as an RGB PIL image, or one line saying why not."""
+    from PIL import Image
+
+    try:
+        with Image.open(file) as img:
+            return img.convert("RGB")
+    except OSError as err:
+        raise UserError(f"cannot read image {file}: {one_line(err)}") from err
+
+
 def load_hub_splits(hub_id: str, columns: dict[str, str], cache_dir: Path, timeout: float) -> dict[str, Any]:
     """``datasets.load_dataset(hub_id)`` (never with remote code) as ``{split: Dataset}``, ``validation``
     standing in for a missing ``test``. ``columns`` maps each needed column to the config key that
-    names it, for the error. A local path skips the reachability probe."""
+    names it, for the error. A local path skips the reachability probe: a dataset folder, or one
+    ``.csv`` / ``.json(l)`` / ``.parquet`` file (its rows all ``train``)."""
     import datasets
 
-    if not Path(hub_id).exists():
+    local = Path(hub_id).expanduser()
+    if not local.exists():
         problem = hub_problem(hub_id, timeout)
         if problem:
             raise SourceUnavailable(f"hub {hub_id} unavailable ({problem})")
+    builder = TABLE_BUILDERS.get(local.suffix.lower()) if local.is_file() else None
     try:
-        loaded = datasets.load_dataset(hub_id, cache_dir=str(cache_dir))
+        if builder:
+            loaded = datasets.load_dataset(builder, data_files={"train": str(local)}, cache_dir=str(cache_dir))
+        else:
+            loaded = datasets.load_dataset(hub_id, cache_dir=str(cache_dir))
     except Exception as err:
         raise SourceUnavailable(f"hub {hub_id}: {one_line(err)}") from err
     splits: dict[str, Any] = {}
@@ -89,9 +115,14 @@ def class_names(split: Any, label_column: str) -> list[str]:
 
 
 def load_hub(hub_id: str, image_column: str, label_column: str, cache_dir: Path, timeout: float) -> RawData:
-    """Images and labels per split of a hub dataset (PIL images of any size and mode: resized and converted when prepared)."""
+    """Images and labels per split of a hub dataset (PIL images of any size and mode: resized and converted when prepared);
+    a local table's image column may name image files instead."""
     splits = load_hub_splits(hub_id, {image_column: "image_column", label_column: "label_column"}, cache_dir, timeout)
-    raw = {name: (list(split[image_column]), np.asarray(split[label_column], dtype=np.int64)) for name, split in splits.items()}
+    raw = {
+        name: ([open_image(media_file(image, hub_id)) if isinstance(image, str) else image for image in split[image_column]],
+               np.asarray(split[label_column], dtype=np.int64))
+        for name, split in splits.items()
+    }
     return RawData(raw, f"Hugging Face dataset {hub_id}", class_names(splits["train"], label_column))
 
 
@@ -183,8 +214,6 @@ def load_debian_fashion_mnist(side: int) -> RawData:
 
 def read_image_folder(directory: Path) -> RawData:
     """One subfolder per class, images inside; labels follow the sorted folder names."""
-    from PIL import Image
-
     classes = sorted(p.name for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise UserError(f"{directory} has no class subfolders (expected DIR/<class>/<image files>)")
@@ -192,14 +221,9 @@ def read_image_folder(directory: Path) -> RawData:
     labels: list[int] = []
     for label, name in enumerate(classes):
         for file in sorted((directory / name).iterdir()):
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(file) as img:
-                    images.append(img.convert("RGB"))
-            except OSError as err:
-                raise UserError(f"cannot read image {file}: {err}") from err
-            labels.append(label)
+            if file.suffix.lower() in IMAGE_SUFFIXES:
+                images.append(open_image(file))
+                labels.append(label)
     if not images:
         raise UserError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {directory}/<class>/")
     return RawData({"train": (images, np.asarray(labels, dtype=np.int64))}, f"image folder {directory}", classes)

@@ -2,9 +2,9 @@
 
 The prompts go through the source modality's frozen tokenizer once per run (a few thousand short
 examples: seconds), are normalized per channel with the statistics of the training prompts and
-carry the presence channel of :mod:`pipeline.diffusion.prompt`. A training image gets a new random
-prompt of its digit every time it is served; a validation image always gets the same one, so the
-validation loss compares across steps.
+carry the presence channel of :mod:`pipeline.diffusion.prompt`. Paired by label, a training image
+gets a new random prompt of its digit every time it is served and a validation image always the same
+one, so the validation loss compares across steps; paired by row (a table), image ``i`` gets prompt ``i``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 from pipeline.data.paired import PromptSource
 from pipeline.diffusion.latents import LatentDataModule, LatentDataset
 from pipeline.diffusion.prompt import with_presence
-from pipeline.tokenizer import VQVAE, load_tokenizer
+from pipeline.errors import UserError
+from pipeline.tokenizer import VQVAE
 
 
 @torch.no_grad()
@@ -65,18 +66,22 @@ class PromptBank:
 
 
 class PairedLatentDataset(Dataset):
-    """Image latents (a :class:`LatentDataset`) with a prompt for each one's label in place of the label."""
+    """Image latents (a :class:`LatentDataset`) with a prompt in place of the label: one for the image's label
+    (random, or ``fixed`` per image), or with ``by_row`` the bank's prompt of the same index."""
 
-    def __init__(self, images: LatentDataset, bank: PromptBank, fixed: bool = False) -> None:
-        self.images, self.bank, self.fixed = images, bank, fixed
+    def __init__(self, images: LatentDataset, bank: PromptBank, fixed: bool = False, by_row: bool = False) -> None:
+        self.images, self.bank, self.fixed, self.by_row = images, bank, fixed, by_row
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         items = self.images.__getitems__(indices)
-        labels = torch.stack([label for _, label in items])
-        prompts = self.bank.for_labels(labels, torch.tensor(indices) if self.fixed else None)
+        if self.by_row:
+            prompts = self.bank.prompts[torch.tensor(indices)]
+        else:
+            labels = torch.stack([label for _, label in items])
+            prompts = self.bank.for_labels(labels, torch.tensor(indices) if self.fixed else None)
         return [(latent, prompt) for (latent, _), prompt in zip(items, prompts.unbind(0))]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,20 +89,20 @@ class PairedLatentDataset(Dataset):
 
 
 class PairedLatentDataModule(L.LightningDataModule):
-    """The image latent cache (``images``) served with prompts from ``source`` encoded by the tokenizer at ``tokenizer_path``.
+    """The image latent cache (``images``) served with prompts from ``source`` encoded by the source modality's ``tokenizer``.
 
     Args:
         images: the image :class:`LatentDataModule` (its cache, statistics and loader settings).
-        source: where the prompts come from (:class:`~pipeline.data.paired.TextPrompts`, :class:`~pipeline.data.paired.AudioPrompts`).
-        tokenizer_path: the source modality's stage-one tokenizer.
+        source: where the prompts come from (:class:`~pipeline.data.paired.TextPrompts`, :class:`~pipeline.data.paired.AudioPrompts`, a table's column).
+        tokenizer: the source modality's frozen stage-one tokenizer, loaded from ``tokenizer_path``.
     """
 
-    def __init__(self, images: LatentDataModule, source: PromptSource, tokenizer_path: str | Path) -> None:
+    def __init__(self, images: LatentDataModule, source: PromptSource, tokenizer: VQVAE, tokenizer_path: str | Path) -> None:
         super().__init__()
-        self.images, self.source, self.tokenizer_path = images, source, Path(tokenizer_path)
+        self.images, self.source, self.tokenizer, self.tokenizer_path = images, source, tokenizer, Path(tokenizer_path)
         self.banks: dict[str, PromptBank] = {}
         self.prompt_mean = self.prompt_std = torch.empty(0)
-        self.prompt_length = 0
+        self.prompt_length = source.prompt_latents(int(tokenizer.tokenizer_metadata["latent_shape"][-1]))  # the latents the DiT reads
 
     @property
     def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,14 +125,27 @@ class PairedLatentDataModule(L.LightningDataModule):
         self.images.setup(stage)
         if self.banks:
             return
-        tokenizer = load_tokenizer(self.tokenizer_path)
-        self.prompt_length = self.source.prompt_latents(tokenizer.tokenizer_metadata["latent_shape"][-1])
-        latents = {split: (encode_prompts(tokenizer, examples, self.prompt_length), labels) for split in ("train", "val") for examples, labels in [self.source.examples(split)]}
+        latents = {split: (encode_prompts(self.tokenizer, examples, self.prompt_length), labels) for split in ("train", "val") for examples, labels in [self.source.examples(split)]}
         self.prompt_mean, self.prompt_std = channel_stats(latents["train"][0])
         self.banks = {split: PromptBank(as_prompts(z, self.prompt_mean, self.prompt_std), labels) for split, (z, labels) in latents.items()}
+        if self.by_row:
+            self._check_rows()
+
+    @property
+    def by_row(self) -> bool:
+        return self.source.table_data is not None
+
+    def _check_rows(self) -> None:
+        """Prompt ``i`` must be the prompt of image latent ``i``: the labels of both agree row for row."""
+        for split, bank in self.banks.items():
+            if not torch.equal(bank.labels, self.images.splits[split].labels):
+                raise UserError(
+                    f"the {split} prompts of {self.source.table_data.name} do not line up row by row with the image latents in {self.cache_dir} "
+                    "(their labels differ): prepare both from the same table with the same data.val_size, data.test_size and seed"
+                )
 
     def train_dataloader(self) -> DataLoader:
-        return self.images.training_loader(PairedLatentDataset(self.images.splits["train"], self.banks["train"]), self.trainer)
+        return self.images.training_loader(PairedLatentDataset(self.images.splits["train"], self.banks["train"], by_row=self.by_row), self.trainer)
 
     def val_dataloader(self) -> DataLoader:
-        return self.images.validation_loader(PairedLatentDataset(self.images.splits["val"], self.banks["val"], fixed=True))
+        return self.images.validation_loader(PairedLatentDataset(self.images.splits["val"], self.banks["val"], fixed=True, by_row=self.by_row))

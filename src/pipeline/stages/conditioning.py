@@ -58,12 +58,13 @@ def training_prompt_tokenizer(cfg: DictConfig, source: PromptSource, resumed: di
     return path, load_prompt_tokenizer(path, source)
 
 
-def dit_prompt_options(cfg: DictConfig, tokenizer: VQVAE, source: PromptSource) -> dict[str, int]:
-    """The DiT's ``prompt`` argument: the prompt latents' shape (as many as a prompt fills) and the encoder options of ``condition.encoder``."""
-    channels, *length = tokenizer.tokenizer_metadata["latent_shape"]
-    if len(length) != 1:
-        raise UserError(f"prompts must be 1-D latent sequences; the {cfg.condition.kind} tokenizer makes {[channels, *length]}")
-    options = {"channels": int(channels), "length": source.prompt_latents(int(length[0])), **{k: int(v) for k, v in cfg.condition.encoder.items()}}
+def dit_prompt_options(cfg: DictConfig, tokenizer: VQVAE, length: int) -> dict[str, int]:
+    """The DiT's ``prompt`` argument: the prompt latents' shape (``length`` of the tokenizer's, as many as a prompt fills)
+    and the encoder options of ``condition.encoder``."""
+    channels, *sequence = tokenizer.tokenizer_metadata["latent_shape"]
+    if len(sequence) != 1:
+        raise UserError(f"prompts must be 1-D latent sequences; the {cfg.condition.kind} tokenizer makes {[channels, *sequence]}")
+    options = {"channels": int(channels), "length": length, **{k: int(v) for k, v in cfg.condition.encoder.items()}}
     if options["length"] % options["patch_size"]:
         raise UserError(f"condition.encoder.patch_size={options['patch_size']} must divide the prompt's {options['length']} latents")
     return options

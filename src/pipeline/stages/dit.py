@@ -13,7 +13,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from pipeline.callbacks import SampleGrid, class_rows
-from pipeline.data.paired import PromptSource
 from pipeline.diffusion import DiffusionModule, DiT, LatentDataModule, file_digest, save_dit
 from pipeline.diffusion.alignment import PromptAlignment
 from pipeline.diffusion.paired_latents import PairedLatentDataModule
@@ -57,11 +56,11 @@ def resumed_tokenizer(cfg: DictConfig, resume: ResumePoint) -> Path:
     return Path(recorded)
 
 
-def build_module(cfg: DictConfig, tokenizer: VQVAE, prompts: tuple[VQVAE, PromptSource] | None = None) -> DiffusionModule:
+def build_module(cfg: DictConfig, tokenizer: VQVAE, prompts: PairedLatentDataModule | None = None) -> DiffusionModule:
     """The DiT sized to the tokenizer's latents, conditioned as ``condition`` says (on prompts: sized to the
-    prompt tokenizer's latents as ``prompts`` fill them), with the configured objective; statistics come from the cache."""
+    latents of the prompt tokenizer that ``prompts`` fill), with the configured objective; statistics come from the cache."""
     channels, *grid = tokenizer.tokenizer_metadata["latent_shape"]
-    prompt = dit_prompt_options(cfg, *prompts) if prompts is not None else None
+    prompt = dit_prompt_options(cfg, prompts.tokenizer, prompts.prompt_length) if prompts is not None else None
     model: DiT = instantiate(cfg.dit, input_size=grid, in_channels=channels, num_classes=class_count(cfg), prompt=prompt)
     objective = instantiate(cfg.objective)
     alignment = None
@@ -92,7 +91,7 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
     if prompt_kind(cfg):
         source = data.prompt_source
         prompt_tokenizer_path, prompt_tokenizer = training_prompt_tokenizer(cfg, source, resume.run_dir.read() if resume else None)
-        datamodule, prompts = PairedLatentDataModule(latents, source, prompt_tokenizer_path), (prompt_tokenizer, source)
+        datamodule = prompts = PairedLatentDataModule(latents, source, prompt_tokenizer, prompt_tokenizer_path)
     module = build_module(cfg, tokenizer, prompts)
     if resume:
         check_fits(resume, module)

@@ -25,16 +25,18 @@ def class_rows(samples: torch.Tensor, labels: torch.Tensor | None, num_classes: 
 
 def prompt_conditions(cfg: DictConfig, generator: Generator, data: Any) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     """A prompt DiT's conditions for ``sample.num`` samples: ``sample.prompt`` for all of them, or else
-    one held-out (test) prompt per digit, digits in turn; their digits (None for a user's prompt) and a caption."""
+    one held-out (test) prompt per digit, digits in turn (those the held-out prompts have: a table's test rows need not
+    hold every one); their digits (None for a user's prompt) and a caption."""
     source = data.prompt_source
     num = cfg.sample.num
     if cfg.sample.prompt:
         condition = generator.conditions(source.load(str(cfg.sample.prompt)))
         return condition.expand(num, *condition.shape[1:]), None, f"prompt {cfg.sample.prompt!r}"
     examples, digits = source.examples("test")
-    labels = class_labels(num, data.num_classes)
-    first = torch.stack([torch.nonzero(digits == d).flatten()[0] for d in range(data.num_classes)])
-    return generator.conditions(examples[first])[labels], labels, "one held-out prompt per digit"
+    present = digits.unique()
+    picks = (torch.arange(num) % len(present)).sort().values
+    first = torch.stack([torch.nonzero(digits == d).flatten()[0] for d in present])
+    return generator.conditions(examples[first])[picks], present[picks], "one held-out prompt per digit"
 
 
 def sample(cfg: DictConfig) -> dict[str, Any]:
