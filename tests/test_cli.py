@@ -69,7 +69,7 @@ def test_help_and_cfg_job(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["data=mnsit"], "unknown data option 'mnsit'; valid: cifar10, fashion_mnist, folder, fortunes, mnist, paired, spoken_digits, synthetic_audio, synthetic_image, synthetic_text, text_file, tinystories"),
+        (["data=mnsit"], "unknown data option 'mnsit'; valid: cifar10, fashion_mnist, folder, fortunes, mnist, paired, paired_table, spoken_digits, synthetic_audio, synthetic_image, synthetic_text, text_file, tinystories"),
         (["data=spoken_digits", "modality=image"], "data=spoken_digits is audio data but modality=image; drop the modality= override"),
         (["data=synthetic_text", "modality=audio"], "data=synthetic_text is text data but modality=audio"),
         (["stage=sample", "data=spoken_digits", "modality=image"], "data=spoken_digits is audio data but modality=image"),

@@ -10,14 +10,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import datasets
 import numpy as np
 import pytest
 import soundfile
 import torch
 
 from conftest import assert_one_error_line, files_and_times, run_cli, untrained_tokenizer
-from test_paired_table import write_table
 
 IMAGES = ("data=paired", "data.image.name=synthetic_image", "data.image.hub_id=null", "data.image.offline=synthetic",
           "data.image.synthetic_per_class=20", "data.image.val_size=20", "data.image.test_size=20", "data.batch_size=16")
@@ -117,28 +115,6 @@ def test_a_spoken_prompt_dit_draws_for_a_wav_file_and_refuses_an_unreadable_one(
     after = files_and_times(root / "outputs")
     assert {path: after.get(path) for path in before} == before  # nothing written before is touched
     assert not [path for path in after if path.name == "run.json" and path not in before]  # and no run was started
-
-
-def test_a_text_prompt_dit_trains_on_a_local_table_and_draws_for_its_held_out_rows(paired_runs: PairedRuns, tmp_path: Path) -> None:
-    """data=paired_table: the texts of a CSV's rows with the images those rows name, paired row by row."""
-    root, table = paired_runs.root, write_table(tmp_path / "rows")
-    args = (f"paths.root={root}", "data=paired_table", f"data.table={table}", "data.image.val_size=10", "data.image.test_size=10", "data.batch_size=16",
-            *PROMPTS["text"][:1], "data.prompts.text.data.seq_length=64", *PROMPTS["text"][2:], f"tokenizer_ckpt={paired_runs.tokenizers['image']}",
-            f"condition.tokenizer_ckpt={paired_runs.tokenizers['text']}", "logger=csv")
-    trained = run_cli("stage=dit", "debug=fast", "stage.grid_steps=2", *args, cwd=root)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    run = root / "outputs" / "table_text" / "dit" / "latest"
-    assert json.loads((run / "run.json").read_text())["status"] == "finished"
-    assert torch.load(run / "dit.pt", weights_only=True)["metadata"]["condition"]["length"] == 16
-    assert (root / "outputs" / "table_images" / "latents").is_dir() and (root / "data" / "table_text").is_dir()
-
-    held_out = run_cli("stage=sample", "sample.num=6", "sample.steps=2", *args, cwd=root)
-    assert held_out.returncode == 0, held_out.stderr[-3000:]
-    samples = np.load(root / "outputs" / "table_text" / "sample" / "latest" / "samples.npz")
-    present = sorted(set(datasets.load_from_disk(str(root / "data" / "table_text"))["test"]["label"]))  # the held-out rows' digits
-    assert samples["images"].shape == (6, 1, 28, 28) and samples["labels"].tolist() == sorted(present[i % len(present)] for i in range(6))
-    misaligned = run_cli("stage=sample", "sample.num=2", *args, "data.prompts.text.data.val_size=5", cwd=root)
-    assert_one_error_line(misaligned, "data=table_text: the text prompts must be a column of the images' table, split alike", "val_size 10 (images) != 5")
 
 
 def test_prompts_of_the_wrong_kind_exit_2(paired_runs: PairedRuns) -> None:

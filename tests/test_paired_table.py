@@ -1,11 +1,13 @@
-"""data=paired_table: images and prompts from the columns of one local table, paired row by row."""
+"""data=paired_table: images and prompts from the columns of one local table, paired row by row (and through the CLI)."""
 
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import soundfile
@@ -14,7 +16,7 @@ from hydra.errors import HydraException
 from hydra.utils import instantiate
 from PIL import Image
 
-from conftest import compose_config
+from conftest import assert_one_error_line, compose_config, run_cli, untrained_tokenizer
 from pipeline.data.paired import DIGIT_WORDS
 from pipeline.data.text import PAD
 from pipeline.diffusion.paired_latents import PairedLatentDataset, PromptBank
@@ -92,3 +94,28 @@ def test_table_mistakes_are_one_line(tmp_path: Path) -> None:
     long = write_table(tmp_path / "long", rows=30, text="a rather long description of the digit {word}, row {row}")
     with pytest.raises(UserError, match="must be 1 to 32 bytes of UTF-8"):
         table_data(tmp_path, long, "condition=text").prompts["text"].prepare()
+
+
+def test_a_text_prompt_dit_trains_on_a_local_table_and_draws_for_its_held_out_rows(tmp_path: Path) -> None:
+    """Through the CLI: the texts of a CSV's rows with the images those rows name, paired row by row."""
+    image_tokenizer = untrained_tokenizer(tmp_path / "image", "data=synthetic_image")
+    text_tokenizer = untrained_tokenizer(tmp_path / "text", "data=synthetic_text", "data.seq_length=64")
+    table = write_table(tmp_path / "rows")
+    args = (f"paths.root={tmp_path}", "data=paired_table", f"data.table={table}", "data.image.val_size=10", "data.image.test_size=10", "data.batch_size=16",
+            "condition=text", "data.prompts.text.data.seq_length=64", "condition.encoder.patch_size=4", f"tokenizer_ckpt={image_tokenizer}",
+            f"condition.tokenizer_ckpt={text_tokenizer}", "logger=csv")
+    trained = run_cli("stage=dit", "debug=fast", "trainer.max_steps=6", "trainer.val_check_interval=6", "stage.grid_steps=2", *args, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    run = tmp_path / "outputs" / "table_text" / "dit" / "latest"
+    assert json.loads((run / "run.json").read_text())["status"] == "finished"
+    assert torch.load(run / "dit.pt", weights_only=True)["metadata"]["condition"]["length"] == 16  # 32 of the tokenizer's 64 bytes
+    assert (tmp_path / "outputs" / "table_images" / "latents").is_dir() and (tmp_path / "data" / "table_text").is_dir()
+
+    held_out = run_cli("stage=sample", "sample.num=6", "sample.steps=2", *args, cwd=tmp_path)
+    assert held_out.returncode == 0, held_out.stderr[-3000:]
+    samples = np.load(tmp_path / "outputs" / "table_text" / "sample" / "latest" / "samples.npz")
+    present = sorted(set(datasets.load_from_disk(str(tmp_path / "data" / "table_text"))["test"]["label"]))  # the held-out rows' digits
+    assert samples["images"].shape == (6, 1, 28, 28) and samples["labels"].tolist() == sorted(present[i % len(present)] for i in range(6))
+
+    misaligned = run_cli("stage=sample", "sample.num=2", *args, "data.prompts.text.data.val_size=5", cwd=tmp_path)
+    assert_one_error_line(misaligned, "data=table_text: the text prompts must be a column of the images' table, split alike", "val_size 10 (images) != 5")
