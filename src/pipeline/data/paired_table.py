@@ -11,6 +11,7 @@ do. The label is what the evaluation's reference classifier scores a generated i
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,10 +24,13 @@ from pipeline.data.text import ByteSequenceDataset
 from pipeline.errors import UserError
 
 
-def load_table_texts(hub_id: str, text_column: str, label_column: str, cache_dir: Any, timeout: float) -> RawData:
-    """One text per row (and its label) of every split of the table."""
+def load_table_texts(hub_id: str, text_column: str, label_column: str, cache_dir: Path, timeout: float) -> RawData:
+    """One text per row (and its label) of every split of the table; an empty cell stays empty (and is refused)."""
     splits = load_hub_splits(hub_id, {text_column: "prompts.text.data.text_column", label_column: "image.label_column"}, cache_dir, timeout)
-    raw = {name: ([str(text) for text in split[text_column]], np.asarray(split[label_column], dtype=np.int64)) for name, split in splits.items()}
+    raw = {
+        name: (["" if text is None else str(text) for text in split[text_column]], np.asarray(split[label_column], dtype=np.int64))
+        for name, split in splits.items()
+    }
     return RawData(raw, f"table {hub_id}, column {text_column}", class_names(splits["train"], label_column))
 
 
