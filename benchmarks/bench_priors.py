@@ -107,7 +107,7 @@ def bench_data(data: str, out: Path) -> dict[str, Any]:
         wall = time.perf_counter() - start
         checkpoint = f"{prior}_ckpt={trained[prior]}"
         scored, _ = _cli("stage=eval", f"prior={prior}", checkpoint, *common, f"eval.num_samples={CONFIG['eval_num_samples']}",
-                      f"eval.classifier_epochs={CONFIG['classifier_epochs']}")
+                         f"eval.classifier_epochs={CONFIG['classifier_epochs']}")
         scores = json.loads(Path(scored["eval"]).read_text())
         results[prior] = {
             "steps": trained["step"], "train_seconds": trained["stats"]["perf/train_seconds"], "run_wall_s": wall,
