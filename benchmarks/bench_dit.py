@@ -8,13 +8,18 @@ warm-up (which also compiles) every variant runs once per repeat, the order reve
 repeat so load drift from other processes hits all alike; the headline is the median step time,
 turned into latents per second and into achieved FLOP/s against this machine's fp32 matmul rate,
 a large square matmul timed inside the same rotation (the rate and the step times then share the
-machine's state: a rate taken once at the start made the share swing from 69% to 103% between runs). ``PIPELINE_BENCH_QUICK=1`` shrinks everything to a smoke test (numbers meaningless).
+machine's state: a rate taken once at the start made the share swing from 69% to 103% between runs).
+The fastest variant of ours is then profiled (``torch.profiler``, self CPU time per op) to split its step into
+matmul kernels, the optimizer, attention and the rest (normalisation, activations, copies: Inductor's generated
+kernels when compiled), which bounds the share: with everything but the matmuls free, a step could reach at most
+counted FLOPs / matmul-kernel time. ``PIPELINE_BENCH_QUICK=1`` shrinks everything to a smoke test (numbers meaningless).
 """
 
 from __future__ import annotations
 
 import os
 import statistics
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DiTTransformer2DModel
 from torch import nn
+from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.common import default_config, latent_shape, stats, time_s
 from pipeline.diffusion import PRESETS, DiT
@@ -47,6 +53,7 @@ CONFIG: dict[str, Any] = {
     "adamw": {"lr": 1e-3, "betas": [0.9, 0.99], "weight_decay": 0.0},  # the values do not change the time
     "warmup": 3,
     "repeats": 10,
+    "profiled_steps": 5,
     "matmul_size": 2048,
     "shapes": {
         "S_8x8x4": _shape("S", channels=4, ours_size=8, theirs_size=8, batch=32),
@@ -67,7 +74,7 @@ CONFIG: dict[str, Any] = {
     "per-block copies of the timestep and label embedders, under 1% extra, are not counted)",
 }
 if QUICK:  # one thread: on a busy machine two-thread barriers stall every tiny op
-    CONFIG.update(threads=1, warmup=1, repeats=2, matmul_size=256)
+    CONFIG.update(threads=1, warmup=1, repeats=2, matmul_size=256, profiled_steps=1)
     for shape in CONFIG["shapes"].values():
         shape.update(depth=1, hidden_size=64, num_heads=2, batch=2)
 
@@ -143,6 +150,44 @@ def build_variants(shape: dict[str, Any]) -> dict[str, Variant]:
 
 
 MATMUL = "fp32_matmul"
+MATMUL_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"})
+
+
+def _kind_of_work(op: str) -> str:
+    if op in MATMUL_OPS:
+        return "matmul"
+    if "adamw" in op.lower() or op.startswith("aten::_foreach_"):
+        return "optimizer"
+    if "scaled_dot_product" in op:
+        return "attention"
+    return "other"
+
+
+def step_breakdown(step: Callable[[], None], steps: int) -> dict[str, float]:
+    """Seconds per step spent in matmul kernels, the optimizer, attention and everything else (self CPU time of each
+    profiled op; under ``compile`` "other" is mostly Inductor's fused elementwise kernels)."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    seconds: dict[str, float] = defaultdict(float)
+    for event in prof.key_averages():
+        seconds[_kind_of_work(event.key)] += event.self_cpu_time_total / 1e6 / steps
+    return {kind: seconds[kind] for kind in ("matmul", "optimizer", "attention", "other")}
+
+
+def share_bound(breakdown: dict[str, float], train_flops: float, matmul_rate_gflops: float, target: float) -> dict[str, Any]:
+    """What the profile says about the matmul-rate share: the ceiling if only the matmuls took time, and how much
+    time all the rest may take for ``target`` against how much it takes."""
+    matmul_s = breakdown["matmul"]
+    rest_s = sum(breakdown.values()) - matmul_s
+    target_step_s = train_flops / (target * matmul_rate_gflops * 1e9)
+    return {
+        "step_s_profiled": sum(breakdown.values()),
+        "seconds_per_step": breakdown,
+        "matmul_kernels_share_of_rate": train_flops / matmul_s / 1e9 / matmul_rate_gflops,
+        "non_matmul_s": rest_s,
+        "non_matmul_s_allowed_for_target": target_step_s - matmul_s,
+    }
 
 
 def bench_shape(shape: dict[str, Any]) -> dict[str, Any]:
@@ -175,12 +220,15 @@ def bench_shape(shape: dict[str, Any]) -> dict[str, Any]:
     # The headline "ours": the fastest variant the config offers for the DiT architecture (not RMSNorm/SwiGLU).
     best = max((n for n in timings if n.startswith("ours_") and "rmsnorm" not in n), key=lambda n: timings[n]["latents_per_s"])
     theirs = timings["diffusers_eager_default"]["latents_per_s"]
+    train_flops = 3 * variants[best].flops * shape["batch"]
+    bound = share_bound(step_breakdown(variants[best].step, CONFIG["profiled_steps"]), train_flops, matmul_rate, CONFIG["target_matmul_share_S"])
     return {
         "matmul_gflops": matmul_rate,
         "matmul_samples_s": matmul_samples,
         "variants": timings,
         "errors": errors,
         "best_ours": best,
+        "best_ours_profile": bound,
         "speedup": timings[best]["latents_per_s"] / theirs,
         "speedup_eager_default": timings["ours_eager_default"]["latents_per_s"] / theirs,
         "speedup_default_config": timings["ours_eager_fused"]["latents_per_s"] / theirs,
@@ -205,6 +253,12 @@ def main(out_dir: Path) -> dict[str, Any]:
         summary[f"{name}: speedup, both eager for-loop AdamW"] = r["speedup_eager_default"]
         summary[f"{name}: ours share of matmul rate"] = v[best]["matmul_share"]
         summary[f"{name}: diffusers share of matmul rate"] = v["diffusers_eager_default"]["matmul_share"]
+        bound = r["best_ours_profile"]
+        summary[f"{name}: ours profiled, ms per step in matmul / optimizer / attention / other"] = " / ".join(
+            f"{1e3 * seconds:.1f}" for seconds in bound["seconds_per_step"].values())
+        summary[f"{name}: ours share of matmul rate if only its matmul kernels took time (ceiling)"] = bound["matmul_kernels_share_of_rate"]
+        summary[f"{name}: ms per step all but the matmuls may take for {CONFIG['target_matmul_share_S']:.0%} / take"] = (
+            f"{1e3 * bound['non_matmul_s_allowed_for_target']:.1f} / {1e3 * bound['non_matmul_s']:.1f}")
         summary[f"{name}: RMSNorm+SwiGLU (latents/s)"] = v["ours_rmsnorm_swiglu_eager_default"]["latents_per_s"]
         summary[f"{name}: target >= {CONFIG['target_speedup']:g}x met"] = r["speedup"] >= CONFIG["target_speedup"]
         if r["errors"]:
