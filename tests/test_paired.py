@@ -27,7 +27,7 @@ def test_text_prompts_fill_every_template_for_every_digit_at_every_shift_and_hol
     assert texts[3] == "three" and texts[17] == "the digit 7" and texts[23] == " three" and texts[37] == " the digit 7"
     held, held_digits = prompts.examples("test")
     assert held.shape == (10, 64) and bytes(held[7][held[7] != PAD].tolist()).decode() == "a handwritten seven" and held_digits[7] == 7
-    assert torch.equal(prompts.load("a handwritten three")[0], prompts.encode("a handwritten three"))
+    assert torch.equal(prompts.load("a handwritten three")[0], prompts.format.encode("a handwritten three"))
     assert prompts.prompt_latents(32) == 12 and prompts.prompt_latents(16) == 6  # 24 of 64 bytes at 2 and at 4 bytes per latent
     with pytest.raises(UserError, match="1 to 24 bytes"):
         prompts.load("x" * 25)
@@ -35,6 +35,10 @@ def test_text_prompts_fill_every_template_for_every_digit_at_every_shift_and_hol
         TextPrompts(["{word}"], ["{word}"])
     with pytest.raises(UserError, match=r"must fit in max_bytes=16 \(with 3 leading spaces in training\): '   the digit zero'"):
         TextPrompts(["the digit {word}"], ["{word}"], max_bytes=16, shifts=4)
+    with pytest.raises(UserError, match=r"0 < max_bytes <= seq_length \(16\); got max_bytes=32"):
+        TextPrompts(["{word}"], ["a {word}"], seq_length=16, max_bytes=32)
+    with pytest.raises(UserError, match="shifts >= 1; got 0"):
+        TextPrompts(["{word}"], ["a {word}"], shifts=0)
 
 
 def test_a_text_prompt_that_is_an_audio_file_is_refused(tmp_path: Path) -> None:

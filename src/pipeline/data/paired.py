@@ -11,7 +11,9 @@ pairs them row by row instead (:mod:`pipeline.data.paired_table`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -58,23 +60,68 @@ class PromptSource(ABC):
         """One prompt a user gives (``sample.prompt``) as a tokenizer input ``(1, ...)``, or one line saying why not."""
 
 
-class TextPrompts(PromptSource):
+@dataclass(frozen=True)
+class WrittenPromptFormat:
+    """Written prompts as the text tokenizer takes them: UTF-8 bytes padded with 0 to ``seq_length`` (its example
+    length). Prompts are short: 1 to ``max_bytes`` bytes, and the DiT reads only the latents those bytes fill."""
+
+    seq_length: int
+    max_bytes: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_bytes <= self.seq_length:
+            raise UserError(f"text prompts need 0 < max_bytes <= seq_length ({self.seq_length}); got max_bytes={self.max_bytes}")
+
+    def latents(self, latent_length: int) -> int:
+        """How many of a text tokenizer's ``latent_length`` latents (of ``seq_length`` bytes) the first ``max_bytes`` bytes fill."""
+        return -(-self.max_bytes * latent_length // self.seq_length)
+
+    def encode(self, text: str) -> torch.Tensor:
+        """``text`` as int64 ``(seq_length,)``, or one line saying why it cannot be a prompt."""
+        data = text.encode("utf-8")
+        if not data or len(data) > self.max_bytes:
+            raise UserError(f"a text prompt must be 1 to {self.max_bytes} bytes of UTF-8 (max_bytes of the text prompts); got {len(data)}: {text[:40]!r}")
+        out = torch.full((self.seq_length,), PAD, dtype=torch.long)
+        out[: len(data)] = torch.tensor(list(data))
+        return out
+
+    def load(self, prompt: str) -> torch.Tensor:
+        """A written prompt a user gives (``sample.prompt``) as a tokenizer input ``(1, seq_length)``."""
+        if error := prompt_kind_error(prompt, "text"):
+            raise UserError(error)
+        return self.encode(prompt)[None]
+
+
+class WrittenPrompts(PromptSource):
+    """A source of written prompts in one :class:`WrittenPromptFormat` (``self.format``)."""
+
+    modality = "text"
+    format: WrittenPromptFormat
+
+    @property
+    def example_shape(self) -> list[int]:
+        return [self.format.seq_length]
+
+    def prompt_latents(self, latent_length: int) -> int:
+        return self.format.latents(latent_length)
+
+    def load(self, prompt: str) -> torch.Tensor:
+        return self.format.load(prompt)
+
+
+class TextPrompts(WrittenPrompts):
     """Sentences from templates with ``{word}`` ("seven") or ``{digit}`` ("7") in them.
 
     The text tokenizer turns a few bytes into one latent, so the latents of a word depend on where it
     starts within such a group: the training prompts are also given with ``1 .. shifts - 1`` leading
     spaces, which puts every word at every alignment (without it, held-out templates were read as noise).
-    Prompts are short: the DiT reads only the latents of the first ``max_bytes`` bytes, not the padding.
 
     Args:
         templates: the training templates.
         heldout_templates: the templates of the val and test prompts, never seen in training.
-        seq_length: bytes per prompt (the text tokenizer's example length); shorter ones are padded.
-        max_bytes: the longest prompt.
+        seq_length, max_bytes: the :class:`WrittenPromptFormat`.
         shifts: leading-space variants of each training prompt (1: none).
     """
-
-    modality = "text"
 
     def __init__(self, templates: list[str], heldout_templates: list[str], seq_length: int = 128, max_bytes: int = 32, shifts: int = 4) -> None:
         if not templates or not heldout_templates:
@@ -82,17 +129,13 @@ class TextPrompts(PromptSource):
         overlap = sorted(set(templates) & set(heldout_templates))
         if overlap:
             raise UserError(f"held-out templates must not be training templates: {overlap}")
-        if not 0 < max_bytes <= seq_length or shifts < 1:
-            raise UserError(f"text prompts need 0 < max_bytes <= seq_length ({seq_length}) and shifts >= 1; got max_bytes={max_bytes}, shifts={shifts}")
-        self.templates, self.heldout_templates, self.seq_length = list(templates), list(heldout_templates), seq_length
-        self.max_bytes, self.shifts = max_bytes, shifts
+        if shifts < 1:
+            raise UserError(f"text prompts need shifts >= 1; got {shifts}")
+        self.format = WrittenPromptFormat(seq_length, max_bytes)
+        self.templates, self.heldout_templates, self.shifts = list(templates), list(heldout_templates), shifts
         too_long = [text for text in self.fill([" " * (shifts - 1) + t for t in self.templates])[0] + self.fill(self.heldout_templates)[0] if len(text.encode()) > max_bytes]
         if too_long:
             raise UserError(f"text prompt templates must fit in max_bytes={max_bytes} (with {shifts - 1} leading spaces in training): {too_long[0]!r} does not")
-
-    @property
-    def example_shape(self) -> list[int]:
-        return [self.seq_length]
 
     @staticmethod
     def fill(templates: list[str]) -> tuple[list[str], list[int]]:
@@ -100,43 +143,12 @@ class TextPrompts(PromptSource):
         pairs = [(template.format(word=word, digit=digit), digit) for template in templates for digit, word in enumerate(DIGIT_WORDS)]
         return [text for text, _ in pairs], [digit for _, digit in pairs]
 
-    def prompt_latents(self, latent_length: int) -> int:
-        return text_prompt_latents(latent_length, self.seq_length, self.max_bytes)
-
-    def encode(self, text: str) -> torch.Tensor:
-        return encode_text_prompt(text, self.seq_length, self.max_bytes)
-
     def examples(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         if split == "train":
             texts, digits = self.fill([" " * shift + template for shift in range(self.shifts) for template in self.templates])
         else:
             texts, digits = self.fill(self.heldout_templates)
-        return torch.stack([self.encode(text) for text in texts]), torch.tensor(digits)
-
-    def load(self, prompt: str) -> torch.Tensor:
-        return load_text_prompt(prompt, self.seq_length, self.max_bytes)
-
-
-def text_prompt_latents(latent_length: int, seq_length: int, max_bytes: int) -> int:
-    """How many of a text tokenizer's ``latent_length`` latents (of ``seq_length`` bytes) the first ``max_bytes`` bytes fill."""
-    return -(-max_bytes * latent_length // seq_length)
-
-
-def encode_text_prompt(text: str, seq_length: int, max_bytes: int) -> torch.Tensor:
-    """UTF-8 bytes padded with 0 to ``seq_length``: int64 ``(seq_length,)``; 1 to ``max_bytes`` bytes, or one line saying why not."""
-    data = text.encode("utf-8")
-    if not data or len(data) > max_bytes:
-        raise UserError(f"a text prompt must be 1 to {max_bytes} bytes of UTF-8 (max_bytes of the text prompts); got {len(data)}: {text[:40]!r}")
-    out = torch.full((seq_length,), PAD, dtype=torch.long)
-    out[: len(data)] = torch.tensor(list(data))
-    return out
-
-
-def load_text_prompt(prompt: str, seq_length: int, max_bytes: int) -> torch.Tensor:
-    """A written prompt a user gives (``sample.prompt``) as a tokenizer input ``(1, seq_length)``."""
-    if error := prompt_kind_error(prompt, "text"):
-        raise UserError(error)
-    return encode_text_prompt(prompt, seq_length, max_bytes)[None]
+        return torch.stack([self.format.encode(text) for text in texts]), torch.tensor(digits)
 
 
 class AudioPrompts(PromptSource):

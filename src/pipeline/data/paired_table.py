@@ -18,10 +18,9 @@ import numpy as np
 import torch
 
 from pipeline.data.datamodule import DataModule
-from pipeline.data.paired import PromptSource, encode_text_prompt, load_text_prompt, text_prompt_latents
+from pipeline.data.paired import WrittenPromptFormat, WrittenPrompts
 from pipeline.data.sources import RawData, class_names, load_hub_splits
 from pipeline.data.text import ByteSequenceDataset
-from pipeline.errors import UserError
 
 
 def load_table_texts(hub_id: str, text_column: str, label_column: str, cache_dir: Path, timeout: float) -> RawData:
@@ -50,8 +49,7 @@ class TextColumnData(DataModule):
         modality: str = "text", num_classes: int = 10, val_size: int = 500, test_size: int = 500, hub_timeout: float = 5.0, seed: int = 0,
         data_dir: str = "data", how_to_fix: str = "check data.table",
     ) -> None:
-        if not 0 < max_bytes <= seq_length:
-            raise UserError(f"text prompts need 0 < max_bytes <= seq_length ({seq_length}); got max_bytes={max_bytes}")
+        self.format = WrittenPromptFormat(seq_length, max_bytes)
         super().__init__(
             name, modality, hub_id, label_column, None, None, num_classes, 1, 0, val_size, test_size, hub_timeout, seed, data_dir, how_to_fix,
             spec=dict(text_column=text_column, seq_length=seq_length, max_bytes=max_bytes),
@@ -62,45 +60,31 @@ class TextColumnData(DataModule):
         return [("table", lambda: load_table_texts(spec["hub_id"], spec["text_column"], spec["label_column"], self.data_dir / ".hf_cache", spec["hub_timeout"]))]
 
     def to_examples(self, items: Any, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        encoded = [encode_text_prompt(text, self.spec["seq_length"], self.spec["max_bytes"]) for text in items]
+        encoded = [self.format.encode(text) for text in items]
         return torch.stack(encoded).to(torch.uint8).numpy(), labels
 
     def dataset(self, examples: torch.Tensor, labels: torch.Tensor, split: str) -> ByteSequenceDataset:
         return ByteSequenceDataset(examples, labels)
 
 
-class TableTextPrompts(PromptSource):
+class TableTextPrompts(WrittenPrompts):
     """Written prompts from a table's text column: the prompt of image ``i`` is the text of row ``i``.
 
     Args:
         data: the :class:`TextColumnData` of that column.
     """
 
-    modality = "text"
-
     def __init__(self, data: TextColumnData) -> None:
-        self.data = data
-        self.seq_length, self.max_bytes = int(data.spec["seq_length"]), int(data.spec["max_bytes"])
+        self.data, self.format = data, data.format
 
     @property
     def table_data(self) -> TextColumnData:
         return self.data
 
-    @property
-    def example_shape(self) -> list[int]:
-        return [self.seq_length]
-
     def prepare(self) -> None:
         self.data.prepare_data()
-
-    def prompt_latents(self, latent_length: int) -> int:
-        return text_prompt_latents(latent_length, self.seq_length, self.max_bytes)
 
     def examples(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         self.data.setup()
         dataset = self.data.splits[split]
         return dataset.sequences.long(), dataset.labels
-
-    def load(self, prompt: str) -> torch.Tensor:
-        return load_text_prompt(prompt, self.seq_length, self.max_bytes)
-
