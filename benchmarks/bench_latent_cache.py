@@ -109,6 +109,11 @@ def latent_dataset(cache_dir: Path) -> LatentDataset:
     return LatentDataset(latents, np.load(cache_dir / "train_labels.npy"), torch.tensor(meta["mean"]), torch.tensor(meta["std"]))
 
 
+def epoch_loader(dataset: Dataset) -> DataLoader:
+    """The seeded, shuffled loader every timed epoch reads (``CONFIG["loaders"]``)."""
+    return DataLoader(dataset, batch_size=CONFIG["batch"], shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(CONFIG["seed"]))
+
+
 def make_epoch(name: str, mode: str, cache_dir: Path) -> Callable[[], float]:
     """A fresh seeded DiT + AdamW and the mode's loader; returns one training epoch, which returns its seconds."""
     torch.manual_seed(CONFIG["seed"])
@@ -123,7 +128,7 @@ def make_epoch(name: str, mode: str, cache_dir: Path) -> Callable[[], float]:
         encode, dataset = tokenizer(name).encode, synthetic_images(CONFIG["num_images"], CONFIG["seed"])
     else:
         encode, dataset = None, latent_dataset(cache_dir)
-    loader = DataLoader(dataset, batch_size=CONFIG["batch"], shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(CONFIG["seed"]))
+    loader = epoch_loader(dataset)
 
     def epoch() -> float:
         start = time.perf_counter()
@@ -142,8 +147,7 @@ def make_epoch(name: str, mode: str, cache_dir: Path) -> Callable[[], float]:
 def make_encode_epoch(name: str) -> Callable[[], float]:
     """One epoch of the on-the-fly loader through the frozen tokenizer only (no DiT); returns its seconds."""
     encode = tokenizer(name).encode
-    loader = DataLoader(synthetic_images(CONFIG["num_images"], CONFIG["seed"]), batch_size=CONFIG["batch"], shuffle=True,
-                        drop_last=True, generator=torch.Generator().manual_seed(CONFIG["seed"]))
+    loader = epoch_loader(synthetic_images(CONFIG["num_images"], CONFIG["seed"]))
 
     def epoch() -> float:
         start = time.perf_counter()

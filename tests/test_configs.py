@@ -153,14 +153,15 @@ def test_objectives_and_the_training_module_instantiate(objective: str, name: st
     assert isinstance(module.optimizer_factory(params=model.parameters()), torch.optim.AdamW)
 
 
-def _stage_data_steps(name: str) -> int:
-    return OmegaConf.load(config_dir() / "stage_data" / f"{name}.yaml").trainer.max_steps
+def _max_steps(group: str, option: str) -> int:
+    """``trainer.max_steps`` as written in ``conf/<group>/<option>.yaml``."""
+    return OmegaConf.load(config_dir() / group / f"{option}.yaml").trainer.max_steps
 
 
 def test_a_stage_tuned_for_one_data_set_and_debug_still_wins(tmp_path: Path) -> None:
     for stage in ("dit", "vqvae"):
-        tuned = _stage_data_steps(f"{stage}_spoken_digits")
-        assert tuned != OmegaConf.load(config_dir() / "stage" / f"{stage}.yaml").trainer.max_steps  # else the test shows nothing
+        tuned = _max_steps("stage_data", f"{stage}_spoken_digits")
+        assert tuned != _max_steps("stage", stage)  # else the test shows nothing
         assert compose_config(f"stage={stage}", "data=spoken_digits", root=tmp_path).trainer.max_steps == tuned
     assert compose_config("stage=dit", "data=mnist", root=tmp_path).trainer.max_steps == 1500  # no specialisation: the stage's budget
     assert compose_config("stage=dit", "data=fortunes", "debug=fast", root=tmp_path).trainer.max_steps == 20
