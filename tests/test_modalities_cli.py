@@ -12,6 +12,7 @@ import soundfile
 import torch
 
 from conftest import run_cli
+from pipeline.diffusion import load_dit
 from pipeline.tokenizer import load_tokenizer
 
 SMALL = {
@@ -81,6 +82,9 @@ def test_stage_two_trains_a_dit_on_the_latent_sequence(runs: ModalityRuns) -> No
     assert np.load(cache / "train_latents.npy", mmap_mode="r").shape[1:] == shape
     suffix = {"audio": ".png", "text": ".txt"}[runs.modality]
     assert (runs.dit / "samples" / f"step000004{suffix}").is_file() and (runs.dit / "dit.pt").is_file()
+    dit = load_dit(runs.dit / "dit.pt")  # text predicts the tokenizer's codes, audio regresses velocities
+    assert dit.objective.config["prediction"] == {"audio": "velocity", "text": "codes"}[runs.modality]
+    assert dit.model.config["codebook_size"] == {"audio": 0, "text": load_tokenizer(runs.vqvae / "tokenizer.pt").quantizer.codebook_size}[runs.modality]
 
 
 def test_samples_are_readable_files(runs: ModalityRuns) -> None:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.diffusion.code_head import CodeHead
 from pipeline.diffusion.positions import position_embedding
 from pipeline.diffusion.prompt import PromptEncoder
 
@@ -148,7 +149,11 @@ class DiT(nn.Module):
         input_size: latent grid ``H`` (square), ``[H, W]`` or ``[L]`` for a 1-D sequence. Sizes that
             ``patch_size`` does not divide are zero-padded at the end and cropped from the output
             (a 7 x 7 grid becomes 4 x 4 patches of 2 x 2).
-        in_channels: latent channels; the output has the same shape as the input.
+        in_channels: latent channels; the output has the same shape as the input (the clean estimate of a code-predicting DiT).
+        codebook_size: > 0 for a DiT that predicts codes (:class:`~pipeline.diffusion.code_head.CodeHead`):
+            it ends in logits over the tokenizer's ``codebook_size`` codes per latent and returns the
+            expected code vector, its clean estimate (``logits=True`` returns the logits); 0 (default)
+            for one that returns ``in_channels`` per latent. ``cosine_codes``: the codebook is cosine.
         patch_size: side of a square patch (or length of a 1-D patch).
         depth, hidden_size, num_heads: transformer size (see :data:`PRESETS`).
         num_classes: classes for conditioning; 0 makes the model unconditional.
@@ -177,6 +182,8 @@ class DiT(nn.Module):
         qk_norm: bool = False,
         self_condition: bool = False,
         prompt: dict[str, int] | None = None,
+        codebook_size: int = 0,
+        cosine_codes: bool = False,
         preset: str | None = None,
     ) -> None:
         super().__init__()
@@ -188,7 +195,8 @@ class DiT(nn.Module):
         self.config: dict[str, Any] = dict(
             input_size=spatial, in_channels=in_channels, patch_size=patch_size, depth=depth, hidden_size=hidden_size,
             num_heads=num_heads, mlp_ratio=mlp_ratio, num_classes=num_classes, norm=norm, mlp=mlp, qk_norm=qk_norm,
-            self_condition=self_condition, prompt=dict(prompt) if prompt else None, preset=preset,
+            self_condition=self_condition, prompt=dict(prompt) if prompt else None, codebook_size=codebook_size, cosine_codes=cosine_codes,
+            preset=preset,
         )
         if prompt and num_classes:
             raise ValueError("a DiT is conditioned on classes or on prompts, not both: set num_classes=0 with prompt")
@@ -208,7 +216,9 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio, norm, mlp, qk_norm, cross) for _ in range(depth))
         self.final_norm = make_norm(norm, hidden_size)
         self.final_modulation = nn.Linear(hidden_size, 2 * hidden_size)
-        self.final_linear = nn.Linear(hidden_size, patch_dim)
+        self.code_head = CodeHead(codebook_size, in_channels, cosine_codes) if codebook_size > 0 else None
+        self.out_channels = codebook_size if codebook_size > 0 else in_channels
+        self.final_linear = nn.Linear(hidden_size, self.out_channels * patch_size ** len(spatial))
         self._init_weights()
 
     @classmethod
@@ -277,13 +287,14 @@ class DiT(nn.Module):
         return x.reshape(batch, h * w, -1)
 
     def unpatchify(self, tokens: torch.Tensor) -> torch.Tensor:
-        p, batch = self.patch_size, tokens.shape[0]
+        """``(B, tokens, out_channels * p^d)`` -> ``(B, out_channels, *spatial)``."""
+        p, batch, channels = self.patch_size, tokens.shape[0], self.out_channels
         if len(self.spatial) == 1:
-            x = tokens.reshape(batch, self.grid[0], self.in_channels, p).permute(0, 2, 1, 3)
-            return x.reshape(batch, self.in_channels, -1)[..., : self.spatial[0]]
+            x = tokens.reshape(batch, self.grid[0], channels, p).permute(0, 2, 1, 3)
+            return x.reshape(batch, channels, -1)[..., : self.spatial[0]]
         h, w = self.grid
-        x = tokens.reshape(batch, h, w, self.in_channels, p, p).permute(0, 3, 1, 4, 2, 5)
-        return x.reshape(batch, self.in_channels, h * p, w * p)[..., : self.spatial[0], : self.spatial[1]]
+        x = tokens.reshape(batch, h, w, channels, p, p).permute(0, 3, 1, 4, 2, 5)
+        return x.reshape(batch, channels, h * p, w * p)[..., : self.spatial[0], : self.spatial[1]]
 
     def condition(self, t: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The adaLN conditioning vector, and the cross-attention tokens of a prompt model (else None)."""
@@ -297,8 +308,11 @@ class DiT(nn.Module):
             c = c + pooled
         return F.silu(c), context
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, x_self: torch.Tensor | None = None) -> torch.Tensor:
-        """``x_self``: the previous clean-latent estimate, read only by a self-conditioning model."""
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, x_self: torch.Tensor | None = None, logits: bool = False,
+    ) -> torch.Tensor:
+        """``x_self``: the previous clean-latent estimate, read only by a self-conditioning model.
+        ``logits``: a code-predicting DiT's logits ``(B, K, *spatial)`` instead of its clean estimate."""
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         c, context = self.condition(t, y)
@@ -309,7 +323,12 @@ class DiT(nn.Module):
         for block in self.blocks:
             h = block(h, c, context)
         shift, scale = self.final_modulation(c).chunk(2, dim=-1)
-        return self.unpatchify(self.final_linear(modulate(self.final_norm(h), shift, scale)))
+        out = self.unpatchify(self.final_linear(modulate(self.final_norm(h), shift, scale)))
+        if self.code_head is None:
+            if logits:
+                raise ValueError("logits=True is for a DiT that predicts codes (codebook_size > 0)")
+            return out
+        return out if logits else self.code_head.expected(out)
 
     def flops_per_sample(self) -> int:
         """Forward matmul FLOPs for one sample (2 per multiply-add); training costs about 3x this."""

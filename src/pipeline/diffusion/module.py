@@ -27,7 +27,7 @@ class DiffusionModule(L.LightningModule):
 
     Args:
         model: the :class:`DiT` (its input shape matches the latent cache).
-        objective: :class:`RectifiedFlow` or :class:`DDPM`.
+        objective: :class:`RectifiedFlow` or :class:`DDPM`; one that predicts codes needs a DiT with a code head.
         latent_mean, latent_std: per-channel statistics of the cache, kept with the weights for decoding
             (replaced by the datamodule's ``stats`` at setup when it has them).
         optimizer, scheduler: partials, completed with the parameters / the optimizer and ``total_steps``.
@@ -56,6 +56,8 @@ class DiffusionModule(L.LightningModule):
         self.save_hyperparameters(ignore=["model", "objective", "latent_mean", "latent_std", "optimizer", "scheduler", "alignment"])
         if alignment is not None and model.prompt_encoder is None:
             raise ValueError("alignment is for a DiT conditioned on prompts")
+        if objective.predicts_codes != (model.code_head is not None):
+            raise ValueError("an objective that predicts codes needs a DiT with codebook_size > 0, and only such an objective can train one")
         self.model, self.objective, self.alignment = model, objective, alignment
         self.ema = ema_model(model, ema_decay)
         self.prompt_tokens: torch.Tensor | None = None
@@ -68,11 +70,15 @@ class DiffusionModule(L.LightningModule):
         self.rng_restored = False
 
     def setup(self, stage: str) -> None:
-        """Take the latent statistics from the data (a :class:`LatentDataModule`)."""
+        """Take the latent statistics from the data (a :class:`LatentDataModule`), also into a code head,
+        of the model and of its EMA copy alike, whose code vectors live in the normalized space."""
         stats = getattr(self.trainer.datamodule, "stats", None) if self._trainer is not None else None
         if stats is not None:
             self.latent_mean.copy_(stats[0])
             self.latent_std.copy_(stats[1])
+            for model in (self.model, self.ema.module):
+                if model.code_head is not None:
+                    model.code_head.set_stats(self.latent_mean, self.latent_std)
 
     def on_fit_start(self) -> None:
         """Compile if asked, here because the model is on its device only now (the trial compile runs there).

@@ -20,6 +20,7 @@ from torch import nn
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 Projection = Callable[[torch.Tensor], torch.Tensor]
 SELF_CONDITION_RATE = 0.5  # share of training examples that see the model's own estimate (Analog Bits)
+PREDICTIONS = ("velocity", "codes")  # what a rectified-flow model predicts
 
 
 def guided(model: nn.Module, y: torch.Tensor | None, scale: float, null: torch.Tensor | None = None) -> Denoiser:
@@ -48,6 +49,11 @@ class Objective:
     samplers: ClassVar[tuple[str, ...]]
     default_sampler: ClassVar[str]
     config: dict
+
+    @property
+    def predicts_codes(self) -> bool:
+        """Whether the model predicts the tokenizer's codes (a DiT with ``codebook_size`` > 0)."""
+        return False
 
     def loss(self, model: nn.Module, x0: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
@@ -89,7 +95,12 @@ def _expand(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class RectifiedFlow(Objective):
-    """``x_t = (1 - t) x0 + t noise``; the model predicts the velocity ``noise - x0``.
+    """``x_t = (1 - t) x0 + t noise``; the model predicts the velocity ``noise - x0``, or, with
+    ``prediction="codes"``, logits over the tokenizer's codes for each latent (a DiT with a
+    :class:`~pipeline.diffusion.code_head.CodeHead`): it then trains with cross-entropy against
+    the code each latent quantizes to, diffusing the code vectors themselves, and its clean estimate
+    is the expected code vector, from which the sampler takes the velocity ``(x_t - estimate) / t``
+    (CDCD's score interpolation).
 
     Training times are logit-normal (``sigmoid(N(time_mean, time_std))``), which spends the
     model's capacity on the middle of the path, as in SD3 and LightningDiT. ``time_shift`` > 1
@@ -102,11 +113,17 @@ class RectifiedFlow(Objective):
     samplers = ("euler", "heun")
     default_sampler = "heun"
 
-    def __init__(self, time_mean: float = 0.0, time_std: float = 1.0, time_shift: float = 1.0) -> None:
+    def __init__(self, time_mean: float = 0.0, time_std: float = 1.0, time_shift: float = 1.0, prediction: str = "velocity") -> None:
         if time_shift <= 0:
             raise ValueError(f"time_shift must be > 0, got {time_shift}")
-        self.time_mean, self.time_std, self.time_shift = time_mean, time_std, time_shift
-        self.config = {"time_mean": time_mean, "time_std": time_std, "time_shift": time_shift}
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {', '.join(PREDICTIONS)}, got {prediction!r}")
+        self.time_mean, self.time_std, self.time_shift, self.prediction = time_mean, time_std, time_shift, prediction
+        self.config = {"time_mean": time_mean, "time_std": time_std, "time_shift": time_shift, "prediction": prediction}
+
+    @property
+    def predicts_codes(self) -> bool:
+        return self.prediction == "codes"
 
     def shift(self, t: torch.Tensor) -> torch.Tensor:
         return self.time_shift * t / (1 + (self.time_shift - 1) * t)
@@ -114,11 +131,17 @@ class RectifiedFlow(Objective):
     def loss(self, model: nn.Module, x0: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         t = self.shift(torch.sigmoid(self.time_mean + self.time_std * torch.randn(x0.shape[0], device=x0.device)))
         noise = torch.randn_like(x0)
+        if self.predicts_codes:
+            codes = model.code_head.nearest(x0)
+            x0 = model.code_head.embed(codes).to(x0.dtype)
         x_t = torch.lerp(x0, noise, _expand(t, x0))
-        return F.mse_loss(model(x_t, t, y, self.self_condition(model, x_t, t, y)).float(), (noise - x0).float())
+        x_self = self.self_condition(model, x_t, t, y)
+        if self.predicts_codes:
+            return F.cross_entropy(model(x_t, t, y, x_self, logits=True).float(), codes)
+        return F.mse_loss(model(x_t, t, y, x_self).float(), (noise - x0).float())
 
     def clean_estimate(self, x_t: torch.Tensor, t: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
-        return x_t - _expand(t, x_t) * prediction
+        return prediction if self.predicts_codes else x_t - _expand(t, x_t) * prediction
 
     @torch.no_grad()
     def sample(
@@ -127,23 +150,30 @@ class RectifiedFlow(Objective):
     ) -> torch.Tensor:
         """Integrate the ODE from t = 1 to 0 on a uniform grid, shifted by ``time_shift`` (Heun: 2 evaluations per step).
 
-        With ``project``, each velocity is replaced by the one pointing from the projected clean
-        estimate to ``x`` (a DDIM step towards it), and the last step is an Euler step, which lands on it.
+        With ``project`` or a code-predicting model, the velocity is the one pointing from the
+        (projected) clean estimate to ``x`` (a DDIM step towards it), and the last step is an Euler
+        step, which lands on it (the velocity at t = 0 is undefined there).
         """
         sampler = self.check_sampler(sampler)
         times = self.shift(torch.linspace(1.0, 0.0, steps + 1, device=noise.device))
+        from_estimate = project is not None or self.predicts_codes
 
-        def velocity_at(x: torch.Tensor, t: torch.Tensor, x_self: torch.Tensor | None) -> torch.Tensor:
-            velocity = denoiser(x, t, x_self)
-            return velocity if project is None else (x - project(self.clean_estimate(x, t, velocity))) / t
+        def velocity_at(x: torch.Tensor, t: torch.Tensor, x_self: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            """The velocity at ``(x, t)`` and the clean estimate it implies."""
+            prediction = denoiser(x, t, x_self)
+            estimate = self.clean_estimate(x, t, prediction)
+            if not from_estimate:
+                return prediction, estimate
+            if project is not None:
+                estimate = project(estimate)
+            return (x - estimate) / t, estimate
 
         x, x_self = noise, None
         for t, t_next in zip(times[:-1], times[1:]):
-            velocity = velocity_at(x, t, x_self)
-            x_self = self.clean_estimate(x, t, velocity)
+            velocity, x_self = velocity_at(x, t, x_self)
             x_euler = x + (t_next - t) * velocity
-            if sampler == "heun" and (project is None or t_next > 0):
-                x = x + (t_next - t) * 0.5 * (velocity + velocity_at(x_euler, t_next, x_self))
+            if sampler == "heun" and (not from_estimate or t_next > 0):
+                x = x + (t_next - t) * 0.5 * (velocity + velocity_at(x_euler, t_next, x_self)[0])
             else:
                 x = x_euler
         return x

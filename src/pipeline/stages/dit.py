@@ -61,8 +61,11 @@ def build_module(cfg: DictConfig, tokenizer: VQVAE, prompts: PairedLatentDataMod
     latents of the prompt tokenizer that ``prompts`` fill), with the configured objective; statistics come from the cache."""
     channels, *grid = tokenizer.tokenizer_metadata["latent_shape"]
     prompt = dit_prompt_options(cfg, prompts.tokenizer, prompts.prompt_length) if prompts is not None else None
-    model: DiT = instantiate(cfg.dit, input_size=grid, in_channels=channels, num_classes=class_count(cfg), prompt=prompt)
     objective = instantiate(cfg.objective)
+    codes = code_options(tokenizer) if objective.predicts_codes else {}
+    model: DiT = instantiate(cfg.dit, input_size=grid, in_channels=channels, num_classes=class_count(cfg), prompt=prompt, **codes)
+    if model.code_head is not None:
+        model.code_head.set_codebook(tokenizer.quantizer.codebooks[0].embed)
     alignment = None
     if prompt is not None and cfg.condition.alignment.weight > 0:
         alignment = PromptAlignment([channels, *grid], model.prompt_encoder.width, cfg.condition.alignment.dim)
@@ -70,6 +73,18 @@ def build_module(cfg: DictConfig, tokenizer: VQVAE, prompts: PairedLatentDataMod
         cfg.diffusion, model=model, objective=objective, latent_mean=torch.zeros(channels), latent_std=torch.ones(channels), compile=cfg.compile,
         alignment=alignment, alignment_weight=cfg.condition.alignment.weight if alignment is not None else 0.0,
     )
+
+
+def code_options(tokenizer: VQVAE) -> dict[str, Any]:
+    """The DiT options for predicting ``tokenizer``'s codes, refused with one line for residual quantization
+    (a latent is then a sum of codes from several books, not one code)."""
+    quantizer = tokenizer.quantizer
+    if quantizer.num_quantizers != 1:
+        raise UserError(
+            f"objective.prediction=codes needs a tokenizer with one codebook, this one has {quantizer.num_quantizers} (residual quantization); "
+            "use objective.prediction=velocity"
+        )
+    return {"codebook_size": quantizer.codebook_size, "cosine_codes": quantizer.cosine}
 
 
 def train_dit(cfg: DictConfig) -> dict[str, Any]:
