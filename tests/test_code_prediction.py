@@ -11,6 +11,7 @@ from conftest import compose_config
 from pipeline.diffusion import DiffusionModule, DiT, RectifiedFlow, guided
 from pipeline.diffusion.code_head import CodeHead
 from pipeline.errors import UserError
+from pipeline.stages.common import code_temperature
 from pipeline.stages.dit import build_module
 from pipeline.tokenizer.quantizer import VectorQuantizer
 
@@ -34,6 +35,24 @@ def test_a_code_dit_returns_logits_or_their_expected_code_vector() -> None:
     assert torch.allclose(model(x, t, y), expected_mean.view(1, 2, 1).expand(4, 2, 8))
     with pytest.raises(ValueError, match="codebook_size"):
         DiT(input_size=[8], in_channels=2, patch_size=2, depth=1, hidden_size=32, num_heads=2, num_classes=0)(x, t, logits=True)
+
+
+def test_a_temperature_below_one_sharpens_the_expected_code() -> None:
+    head = CodeHead(2, 1)
+    head.set_codebook(torch.tensor([[-1.0], [1.0]]))
+    logits = torch.tensor([0.0, 1.0]).view(1, 2, 1)
+    plain, sharp, flat = (head.expected(logits, temperature).item() for temperature in (1.0, 0.5, 100.0))
+    assert plain == pytest.approx(torch.tanh(torch.tensor(0.5)).item()) and sharp == pytest.approx(torch.tanh(torch.tensor(1.0)).item())
+    assert sharp > plain > flat > 0
+
+
+def test_sample_temperature_applies_to_code_dits_only() -> None:
+    assert code_temperature(code_dit(), 0.7) == 0.7
+    assert code_temperature(code_dit(codebook_size=0), 0.7) == 1.0  # a velocity DiT has no softmax to sharpen
+    with pytest.raises(UserError, match="sample.temperature=0"):
+        code_temperature(code_dit(), 0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        code_dit(codebook_size=0)(torch.randn(1, 2, 8), torch.rand(1), temperature=0.5)
 
 
 @pytest.mark.parametrize("cosine", [False, True], ids=["euclidean", "cosine"])

@@ -56,10 +56,11 @@ class SampleGrid(L.Callback):
     def __init__(
         self, media: Media, tokenizer: VQVAE, out_dir: str | Path, every_n_steps: int, per_row: int, steps: int, sampler: str | None,
         cfg_scale: float, seed: int, rows: Callable[[], tuple[torch.Tensor | None, list[str]]], snap_to_codes: bool = False,
+        temperature: float = 1.0,
     ) -> None:
         self.media, self.tokenizer, self.out_dir, self.every_n_steps = media, tokenizer, Path(out_dir), every_n_steps
         self.per_row, self.steps, self.sampler, self.cfg_scale, self.seed = per_row, steps, sampler, cfg_scale, seed
-        self.rows, self.snap_to_codes = rows, snap_to_codes
+        self.rows, self.snap_to_codes, self.temperature = rows, snap_to_codes, temperature
         self.last_path: Path | None = None
         self.last_step = -1
 
@@ -81,6 +82,7 @@ class SampleGrid(L.Callback):
         samples = self.media.to_data(generate(
             pl_module.ema.module, pl_module.objective, self.tokenizer, pl_module.latent_mean, pl_module.latent_std, repeated, count,
             self.steps, self.sampler, self.cfg_scale, torch.Generator().manual_seed(self.seed), snap_to_codes=self.snap_to_codes,
+            temperature=self.temperature,
         ))
         grid_rows = list(samples.view(len(names), self.per_row, *samples.shape[1:]))
         files = self.media.save_rows(grid_rows, names, self.out_dir / f"step{trainer.global_step:06d}")

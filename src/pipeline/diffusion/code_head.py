@@ -55,7 +55,10 @@ class CodeHead(nn.Module):
         """Normalized code vectors ``(B, C, *spatial)`` of ``indices (B, *spatial)``."""
         return self.vectors()[indices].movedim(-1, 1)
 
-    def expected(self, logits: torch.Tensor) -> torch.Tensor:
-        """The expected normalized code vector under ``softmax(logits)``: ``(B, K, *spatial)`` -> ``(B, C, *spatial)``."""
-        probs = logits.float().softmax(dim=1)
+    def expected(self, logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """The expected normalized code vector under ``softmax(logits / temperature)``: ``(B, K, *spatial)`` -> ``(B, C, *spatial)``.
+
+        A temperature below 1 sharpens each latent's distribution towards its likeliest codes, as in
+        language-model sampling: fewer, likelier words for less diversity."""
+        probs = (logits.float() / temperature).softmax(dim=1)
         return torch.einsum("bk...,kc->bc...", probs, self.vectors()).to(logits.dtype)

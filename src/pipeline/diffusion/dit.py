@@ -310,9 +310,11 @@ class DiT(nn.Module):
 
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, x_self: torch.Tensor | None = None, logits: bool = False,
+        temperature: float = 1.0,
     ) -> torch.Tensor:
         """``x_self``: the previous clean-latent estimate, read only by a self-conditioning model.
-        ``logits``: a code-predicting DiT's logits ``(B, K, *spatial)`` instead of its clean estimate."""
+        ``logits``: a code-predicting DiT's logits ``(B, K, *spatial)`` instead of its clean estimate;
+        ``temperature``: the softmax temperature of that estimate (see :meth:`CodeHead.expected`)."""
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         c, context = self.condition(t, y)
@@ -325,10 +327,10 @@ class DiT(nn.Module):
         shift, scale = self.final_modulation(c).chunk(2, dim=-1)
         out = self.unpatchify(self.final_linear(modulate(self.final_norm(h), shift, scale)))
         if self.code_head is None:
-            if logits:
-                raise ValueError("logits=True is for a DiT that predicts codes (codebook_size > 0)")
+            if logits or temperature != 1.0:
+                raise ValueError("logits and temperature are for a DiT that predicts codes (codebook_size > 0)")
             return out
-        return out if logits else self.code_head.expected(out)
+        return out if logits else self.code_head.expected(out, temperature)
 
     def flops_per_sample(self) -> int:
         """Forward matmul FLOPs for one sample (2 per multiply-add); training costs about 3x this."""

@@ -23,20 +23,22 @@ SELF_CONDITION_RATE = 0.5  # share of training examples that see the model's own
 PREDICTIONS = ("velocity", "codes")  # what a rectified-flow model predicts
 
 
-def guided(model: nn.Module, y: torch.Tensor | None, scale: float, null: torch.Tensor | None = None) -> Denoiser:
+def guided(model: nn.Module, y: torch.Tensor | None, scale: float, null: torch.Tensor | None = None, temperature: float = 1.0) -> Denoiser:
     """Classifier-free guidance on all channels: ``uncond + scale * (cond - uncond)``, where the
     unconditional prediction reads ``null`` (the model's null condition for every row of ``y``).
 
     Scale 1 (or no condition) is the plain conditional prediction, one forward per step.
+    ``temperature``: a code-predicting DiT's softmax temperature (1 for any other model).
     """
+    options = {"temperature": temperature} if temperature != 1.0 else {}
     if y is None or scale == 1.0:
-        return lambda x, t, x_self=None: model(x, t.expand(x.shape[0]), y, x_self)
+        return lambda x, t, x_self=None: model(x, t.expand(x.shape[0]), y, x_self, **options)
     if null is None:
         raise ValueError("guidance needs the null condition")
 
     def denoise(x: torch.Tensor, t: torch.Tensor, x_self: torch.Tensor | None = None) -> torch.Tensor:
         both = None if x_self is None else torch.cat([x_self, x_self])
-        cond, uncond = model(torch.cat([x, x]), t.expand(2 * x.shape[0]), torch.cat([y, null]), both).chunk(2)
+        cond, uncond = model(torch.cat([x, x]), t.expand(2 * x.shape[0]), torch.cat([y, null]), both, **options).chunk(2)
         return torch.lerp(uncond, cond, scale)
 
     return denoise

@@ -22,6 +22,7 @@ from pipeline.callbacks import PlainProgress, interactive_terminal
 from pipeline.checkpoint_io import AtomicCheckpointIO
 from pipeline.config import flat_config
 from pipeline.csv_metrics import ContinuingCSVLogger
+from pipeline.diffusion.dit import DiT
 from pipeline.diffusion.objectives import Objective
 from pipeline.errors import UserError, one_line
 from pipeline.interrupts import CheckpointOnSignal
@@ -135,6 +136,14 @@ def checked_sampler(objective: Objective, sampler: str | None) -> str:
         return objective.check_sampler(sampler)
     except ValueError as err:
         raise UserError(f"sample.sampler={sampler}: {err}") from None
+
+
+def code_temperature(model: DiT, temperature: float) -> float:
+    """The softmax temperature a DiT samples with: ``sample.temperature`` for one that predicts codes, 1 for one
+    that regresses velocities (which has no softmax); a temperature that is not positive is refused with one line."""
+    if temperature <= 0:
+        raise UserError(f"sample.temperature={temperature} must be > 0")
+    return temperature if model.code_head is not None else 1.0
 
 
 def fit_and_validate(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule, resume: ResumePoint | None) -> None:

@@ -26,7 +26,7 @@ from pipeline.strategies import for_devices
 from pipeline.tracking import RunStats
 from pipeline.stages.common import (
     build_loggers, build_trainer, checked_sampler, fit_and_validate, periodic_checkpoint, record_input, record_output, record_start, scalar_metrics,
-    scale_record, start_run, tracked, wandb_run_path,
+    code_temperature, scale_record, start_run, tracked, wandb_run_path,
 )
 from pipeline.stages.conditioning import class_count, dit_prompt_options, prompt_kind, prompt_record, training_prompt_tokenizer
 from pipeline.tokenizer import VQVAE, load_tokenizer
@@ -114,6 +114,7 @@ def train_dit(cfg: DictConfig) -> dict[str, Any]:
     grid = SampleGrid(
         instantiate(cfg.modality.media), tokenizer, run_dir.samples, cfg.stage.grid_every_n_steps, cfg.stage.grid_per_class, cfg.stage.grid_steps,
         cfg.sample.sampler, cfg.sample.cfg_scale, cfg.seed, grid_rows(module.model, datamodule), cfg.sample.snap_to_codes,
+        code_temperature(module.model, cfg.sample.temperature),
     )
     checkpoints = ModelCheckpoint(dirpath=str(run_dir.checkpoints), filename="step-{step}", save_last=True, save_top_k=1, monitor="val/loss", auto_insert_metric_name=False,
                                   enable_version_counter=False)

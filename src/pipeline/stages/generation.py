@@ -15,7 +15,7 @@ from pipeline.ar import LoadedAR, load_ar
 from pipeline.diffusion import LoadedDiT, file_digest, generate, load_dit
 from pipeline.errors import UserError
 from pipeline.outputs import latest_output
-from pipeline.stages.common import checked_sampler
+from pipeline.stages.common import checked_sampler, code_temperature
 from pipeline.stages.conditioning import PROMPT_KINDS, PromptEncoding
 from pipeline.tokenizer import VQVAE, load_tokenizer
 
@@ -43,11 +43,13 @@ class Generator:
 
     def settings(self, cfg: DictConfig) -> dict[str, Any]:
         """The sampling settings in effect (``eval.json``, captions)."""
+        codes = {"temperature": cfg.sample.temperature} if self.dit.model.code_head is not None else {}
         return {"prior": "dit", "sampler": cfg.sample.sampler or self.dit.objective.default_sampler, "steps": cfg.sample.steps,
-                "cfg_scale": cfg.sample.cfg_scale, "snap_to_codes": cfg.sample.snap_to_codes}
+                "cfg_scale": cfg.sample.cfg_scale, "snap_to_codes": cfg.sample.snap_to_codes, **codes}
 
     def describe(self, cfg: DictConfig) -> str:
-        return f"{cfg.sample.steps} {cfg.sample.sampler or self.dit.objective.default_sampler} steps, guidance {cfg.sample.cfg_scale}"
+        codes = f", temperature {cfg.sample.temperature}" if self.dit.model.code_head is not None else ""
+        return f"{cfg.sample.steps} {cfg.sample.sampler or self.dit.objective.default_sampler} steps, guidance {cfg.sample.cfg_scale}{codes}"
 
     def samples(self, labels: torch.Tensor | None, num: int, cfg: DictConfig, seed: int) -> torch.Tensor:
         """``num`` decoder outputs (images or audio in [-1, 1], byte logits) with the ``sample.*`` settings; the same seed gives the same samples.
@@ -56,7 +58,7 @@ class Generator:
         return generate(
             self.dit.model, self.dit.objective, self.tokenizer, self.dit.mean.to(self.device), self.dit.std.to(self.device), labels, num,
             cfg.sample.steps, cfg.sample.sampler, cfg.sample.cfg_scale, torch.Generator().manual_seed(seed), cfg.sample.batch_size,
-            cfg.sample.snap_to_codes,
+            cfg.sample.snap_to_codes, code_temperature(self.dit.model, cfg.sample.temperature),
         ).cpu()
 
 
@@ -130,6 +132,7 @@ def load_generator(cfg: DictConfig, data: Any) -> Generator | ARGenerator:
     if trained_on != wanted and (trained_on in PROMPT_KINDS or wanted in PROMPT_KINDS):
         raise UserError(f"{dit_path} was trained with condition={trained_on}, not condition={wanted}: pass condition={trained_on} or another dit_ckpt=")
     checked_sampler(dit.objective, cfg.sample.sampler)
+    code_temperature(dit.model, cfg.sample.temperature)
     tokenizer_path, tokenizer = recorded_tokenizer(cfg, dit.metadata, dit_path)
     device = device_of(cfg)
     prompts = PromptEncoding.of_dit(dit.metadata, data.prompt_source, dit_path) if trained_on in PROMPT_KINDS else None
