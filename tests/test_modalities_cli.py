@@ -121,5 +121,5 @@ def test_eval_scores_generated_examples_beside_real_and_reconstructed_ones(runs:
                 "eval/vocab_share", "eval/vocab_share_real", "eval/distinct_4", "eval/distinct_4_real"]
         assert 0.0 < report["eval/bits_per_byte_real"] < report["eval/bits_per_byte"]  # 20 steps of training: worse than real text
         assert report["eval/vocab_share_real"] == 1.0  # held-out template sentences use only train words
-        assert report["ngram_order"] == 5 and report["vocabulary_size"] > 20 and report["temperature"] == 0.7  # the code DiT's
+        assert report["ngram_order"] == 5 and report["vocabulary_size"] > 20 and report["temperature"] == 1.0  # the code DiT's
     assert all(np.isfinite(report[key]) for key in keys), report
