@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,3 +121,18 @@ def dit_cli_run(vqvae_cli_run: CliRun) -> Iterator[CliRun]:
     runs = [p for p in (root / "outputs" / "synthetic_image" / "dit").iterdir() if p.name != "latest"]
     assert len(runs) == 1, runs
     yield CliRun(result, root, runs[0])
+
+
+def train_on_classes(model: torch.nn.Module, objective, latents_of: Callable[[torch.Tensor], torch.Tensor], steps: int, null_class: int = 3) -> tuple[float, float]:
+    """Train ``model`` with ``objective`` on batches of 64 random classes (``latents_of(labels)``), a tenth of
+    the labels dropped to ``null_class`` as guidance needs; the first and the last loss."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(steps):
+        y = torch.randint(0, null_class, (64,))
+        loss = objective.loss(model, latents_of(y), torch.where(torch.rand(64) < 0.1, torch.full_like(y, null_class), y))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses[0], losses[-1]
