@@ -43,7 +43,7 @@ CONFIG: dict[str, Any] = {
     "weight_std": 0.02,
     "batch": 64,
     "cfg_scale": float(MNIST.sample.cfg_scale),
-    "objectives": {name: {k: v for k, v in OmegaConf.to_container(default_config(f"objective={name}").objective).items() if k != "_target_"}
+    "objectives": {name: {k: v for k, v in OmegaConf.to_container(default_config(f"objective={name}").objective, resolve=True).items() if k != "_target_"}
                    for name in ("flow", "ddpm")},  # conf/objective/*.yaml
     "runs": {"flow": {"euler": [10, 25, 50], "heun": [10, 25, 50]}, "ddpm": {"ddim": [25, 50, 100], "ddpm": [25, 50, 100]}},
     "tokenizer": "instantiate(cfg.vqvae) for data=mnist (the default tokenizer), seeded random weights; decode = nearest codes + decoder",
