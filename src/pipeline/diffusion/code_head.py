@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.tokenizer.quantizer import nearest_codes
+
 
 class CodeHead(nn.Module):
     """Buffers: the raw code vectors ``(K, C)`` and the latent statistics the DiT's inputs are normalized
@@ -48,8 +50,7 @@ class CodeHead(nn.Module):
         raw = x.movedim(1, -1).float() * self.std + self.mean
         if self.cosine:
             raw = F.normalize(raw, dim=-1)
-        scores = torch.addmm(self.codebook.pow(2).sum(1), raw.reshape(-1, raw.shape[-1]), self.codebook.t(), beta=1.0, alpha=-2.0)
-        return scores.argmin(dim=1).view(raw.shape[:-1])
+        return nearest_codes(raw.reshape(-1, raw.shape[-1]), self.codebook).view(raw.shape[:-1])
 
     def embed(self, indices: torch.Tensor) -> torch.Tensor:
         """Normalized code vectors ``(B, C, *spatial)`` of ``indices (B, *spatial)``."""

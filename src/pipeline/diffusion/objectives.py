@@ -30,15 +30,14 @@ def guided(model: nn.Module, y: torch.Tensor | None, scale: float, null: torch.T
     Scale 1 (or no condition) is the plain conditional prediction, one forward per step.
     ``temperature``: a code-predicting DiT's softmax temperature (1 for any other model).
     """
-    options = {"temperature": temperature} if temperature != 1.0 else {}
     if y is None or scale == 1.0:
-        return lambda x, t, x_self=None: model(x, t.expand(x.shape[0]), y, x_self, **options)
+        return lambda x, t, x_self=None: model(x, t.expand(x.shape[0]), y, x_self, temperature=temperature)
     if null is None:
         raise ValueError("guidance needs the null condition")
 
     def denoise(x: torch.Tensor, t: torch.Tensor, x_self: torch.Tensor | None = None) -> torch.Tensor:
         both = None if x_self is None else torch.cat([x_self, x_self])
-        cond, uncond = model(torch.cat([x, x]), t.expand(2 * x.shape[0]), torch.cat([y, null]), both, **options).chunk(2)
+        cond, uncond = model(torch.cat([x, x]), t.expand(2 * x.shape[0]), torch.cat([y, null]), both, temperature=temperature).chunk(2)
         return torch.lerp(uncond, cond, scale)
 
     return denoise

@@ -58,7 +58,7 @@ def kmeans(samples: torch.Tensor, num_clusters: int, iters: int, cosine: bool = 
     centroids = samples[start].clone()
     counts = torch.zeros(num_clusters, device=samples.device, dtype=samples.dtype)
     for _ in range(iters):
-        assign = _nearest(samples, centroids)
+        assign = nearest_codes(samples, centroids)
         counts = torch.bincount(assign, minlength=num_clusters).to(samples.dtype)
         sums = torch.zeros_like(centroids).index_add_(0, assign, samples)
         filled = counts > 0
@@ -68,7 +68,7 @@ def kmeans(samples: torch.Tensor, num_clusters: int, iters: int, cosine: bool = 
     return centroids, counts
 
 
-def _nearest(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+def nearest_codes(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """Index of the nearest code (squared L2) for each row of ``x (M, D)``.
 
     ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin, so one
@@ -131,7 +131,7 @@ class EMACodebook(nn.Module):
         return F.embedding(indices, self.embed)
 
     def encode(self, flat: torch.Tensor) -> torch.Tensor:
-        return _nearest(self._prepare(flat), self.embed)
+        return nearest_codes(self._prepare(flat), self.embed)
 
     @torch.no_grad()
     def init_from(self, flat: torch.Tensor) -> None:
