@@ -52,8 +52,8 @@ class Muon(Optimizer):
     Muon takes the Nesterov momentum of the gradient and replaces it by the nearest semi-orthogonal
     matrix, an update of the same size in every direction, scaled by ``0.2 * sqrt(max(rows, cols))``
     so that its RMS matches AdamW's (Liu et al., 2025): learning rates and weight decay read as
-    AdamW's. Each rank computes it from the same all-reduced gradients (DDP); parameters sharded
-    flat (FSDP) have one dimension and all take the AdamW path.
+    AdamW's. Each rank computes it from the same all-reduced gradients (DDP). FSDP hands an optimizer
+    flat one-dimensional shards, which would all take the AdamW path (not checked here: FSDP needs GPUs).
 
     Args:
         params: the parameters (split by their number of dimensions).
