@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from conftest import compose_config
+from conftest import compose_config, run_cli
 from pipeline.optim import Muon, orthogonalize, warmup_cosine_schedule
 
 
@@ -115,3 +116,17 @@ def test_the_spoken_digit_tokenizer_trains_with_muon_and_the_others_with_adamw()
     for data in ("fortunes", "mnist"):
         other = instantiate(compose_config("stage=vqvae", f"data={data}").vqvae)
         assert type(other.optimizer_factory(params=other.parameters())) is torch.optim.AdamW
+
+
+def test_a_tokenizer_trains_with_muon_through_the_cli_and_checkpoints_its_state(tmp_path: Path) -> None:
+    result = run_cli(
+        "stage=vqvae", f"paths.root={tmp_path}", "data=synthetic_audio", "data.synthetic_per_class=4", "data.val_size=8", "data.test_size=8",
+        "data.clip_length=1024", "data.batch_size=8", "debug=fast", "logger=csv", "trainer.max_steps=4", "trainer.val_check_interval=2",
+        "vqvae.optimizer._target_=pipeline.optim.Muon", "+vqvae.optimizer.muon_lr=5e-3", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run,) = [p for p in (tmp_path / "outputs" / "synthetic_audio" / "vqvae").iterdir() if p.name != "latest"]
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    (state,) = checkpoint["optimizer_states"]
+    assert [g["muon"] for g in state["param_groups"]] == [True, False]
+    assert any("momentum_buffer" in s for s in state["state"].values())
