@@ -71,10 +71,9 @@ class Muon(Optimizer):
         params = list(params)
         matrices = [p for p in params if p.ndim >= 2]
         others = [p for p in params if p.ndim < 2]
-        shared = dict(weight_decay=weight_decay)
         groups = [
-            dict(params=matrices, muon=True, lr=lr if muon_lr is None else muon_lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, **shared),
-            dict(params=others, muon=False, lr=lr, betas=tuple(betas), eps=eps, **shared),
+            dict(params=matrices, muon=True, lr=lr if muon_lr is None else muon_lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, weight_decay=weight_decay),
+            dict(params=others, muon=False, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay),
         ]
         super().__init__([g for g in groups if g["params"]], dict(lr=lr))
 
