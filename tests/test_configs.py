@@ -165,6 +165,7 @@ def test_a_stage_tuned_for_one_data_set_and_debug_still_wins(tmp_path: Path) -> 
         assert compose_config(f"stage={stage}", "data=spoken_digits", root=tmp_path).trainer.max_steps == tuned
     assert compose_config("stage=dit", "data=mnist", root=tmp_path).trainer.max_steps == 1500  # no specialisation: the stage's budget
     assert compose_config("stage=dit", "data=fortunes", "debug=fast", root=tmp_path).trainer.max_steps == 20
+    assert compose_config("stage=vqvae", "data=fortunes", root=tmp_path).trainer.max_steps == _max_steps("stage_data", "vqvae_fortunes") == 2000
     for condition in ("text", "audio"):  # conf/stage_data/dit_paired.yaml: the data option, not its name (paired_<condition>)
         assert compose_config("stage=dit", "data=paired", f"condition={condition}", root=tmp_path).trainer.max_steps == 800
 

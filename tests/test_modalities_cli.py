@@ -11,7 +11,7 @@ import pytest
 import soundfile
 import torch
 
-from conftest import run_cli
+from conftest import assert_one_error_line, files_and_times, run_cli
 from pipeline.diffusion import load_dit
 from pipeline.tokenizer import load_tokenizer
 
@@ -52,6 +52,8 @@ def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 def test_stage_one_logs_the_modality_metrics_and_writes_its_media(runs: ModalityRuns) -> None:
     record = json.loads((runs.vqvae / "run.json").read_text())
     assert record["modality"] == runs.modality
+    trained_with = (runs.vqvae / "hparams.yaml").read_text()
+    assert ("vqvae.code_corruption._target_: pipeline.tokenizer.CodeCorruption" in trained_with) == (runs.modality == "text")
     expected = {"audio": {"val/si_sdr", "val/mel_l1", "test/si_sdr"}, "text": {"val/byte_accuracy", "test/byte_accuracy"}}[runs.modality]
     assert expected | {"val/codebook_usage", "val/perplexity"} <= set(record["metrics"])
     assert all(np.isfinite(record["metrics"][key]) for key in expected)
@@ -123,3 +125,15 @@ def test_eval_scores_generated_examples_beside_real_and_reconstructed_ones(runs:
         assert report["eval/vocab_share_real"] == 1.0  # held-out template sentences use only train words
         assert report["ngram_order"] == 5 and report["vocabulary_size"] > 20 and report["temperature"] == 1.0  # the code DiT's
     assert all(np.isfinite(report[key]) for key in keys), report
+
+
+@pytest.mark.parametrize("runs", ["text"], indirect=True)  # text tokenizers train with code corruption
+def test_a_bad_code_corruption_strength_exits_2_with_one_line(runs: ModalityRuns) -> None:
+    before = files_and_times(runs.root)
+    result = run_cli("stage=vqvae", f"paths.root={runs.root}", *SMALL["text"], "vqvae.code_corruption.max_replace=1.5", cwd=runs.root)
+    assert_one_error_line(result, "vqvae.code_corruption", "max_replace in [0, 1]", "1.5")
+    after = files_and_times(runs.root)
+    assert {path: after.get(path) for path in before} == before  # every file already written is untouched
+    new = [path for path in after.keys() - before.keys() if ".hydra" not in path.parts and path.name != "pipeline.log"]
+    assert not new  # beside Hydra's record of the command and its log, nothing: no run, no tokenizer
+    assert (runs.root / "outputs" / "synthetic_text" / "vqvae" / "latest").resolve() == runs.vqvae

@@ -263,6 +263,16 @@ class VectorQuantizer(nn.Module):
             indices = indices.squeeze(-1)
         return QuantizerOutput(quantized, indices, commitment)
 
+    @torch.no_grad()
+    def requantize(self, x: torch.Tensor) -> torch.Tensor:
+        """The summed code vectors ``(..., D)`` that ``x (..., D)`` quantizes to, leaving every codebook as it is."""
+        residual = x.reshape(-1, self.dim)
+        quantized = torch.zeros_like(residual)
+        for codebook in self.codebooks:
+            codes = codebook.lookup(codebook.encode(residual))
+            quantized, residual = quantized + codes, residual - codes
+        return quantized.view(x.shape)
+
     def codes_to_vectors(self, indices: torch.Tensor) -> torch.Tensor:
         """Map indices ``(B, N)`` or ``(B, N, Q)`` back to summed code vectors ``(B, N, D)``."""
         if indices.dim() == 2:

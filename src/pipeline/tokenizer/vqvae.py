@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from pipeline.tokenizer.corruption import CodeCorruption
 from pipeline.tokenizer.metrics import CodebookUsage
 from pipeline.tokenizer.quantizer import QuantizerOutput, VectorQuantizer
 
@@ -29,6 +30,8 @@ class VQVAE(L.LightningModule):
         optimizer: partial optimizer, completed with the parameters.
         scheduler: partial scheduler, completed with the optimizer and ``total_steps``.
         size: name of the preset it was built from (recorded for tags and the tokenizer file).
+        code_corruption: in training, the decoder reads the codes with some swapped for others (a denoising
+            decoder, robust to a prior's slips; :mod:`pipeline.tokenizer.corruption`); None: the codes as they are.
     """
 
     def __init__(
@@ -41,10 +44,12 @@ class VQVAE(L.LightningModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         size: str | None = None,
+        code_corruption: CodeCorruption | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["encoder", "decoder", "quantizer", "reconstruction", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["encoder", "decoder", "quantizer", "reconstruction", "optimizer", "scheduler", "code_corruption"])
         self.encoder, self.decoder, self.quantizer, self.reconstruction = encoder, decoder, quantizer, reconstruction
+        self.code_corruption = code_corruption
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.val_metrics = reconstruction.metrics().clone(prefix="val/")
         self.test_metrics = reconstruction.metrics().clone(prefix="test/")
@@ -76,8 +81,17 @@ class VQVAE(L.LightningModule):
         quantized = self.quantize(self.encode(x))
         return self.decode(quantized.quantized), quantized
 
+    def _corrupted(self, z_q: torch.Tensor) -> torch.Tensor:
+        """``z_q (B, D, *spatial)`` with some codes swapped by ``code_corruption``; the encoder learns only through the kept ones."""
+        batch, dim, *spatial = z_q.shape
+        flat = z_q.flatten(2).transpose(1, 2)
+        corrupted, swapped = self.code_corruption(flat, self.quantizer)
+        return torch.where(swapped.unsqueeze(-1), corrupted.to(flat), flat).transpose(1, 2).reshape(batch, dim, *spatial)
+
     def _losses(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, QuantizerOutput]:
-        output, quantized = self(x)
+        quantized = self.quantize(self.encode(x))
+        z_q = quantized.quantized
+        output = self.decode(self._corrupted(z_q) if self.training and self.code_corruption is not None else z_q)
         losses = self.reconstruction.loss(output, x)
         loss = losses["rec_loss"] + self.hparams.commitment_weight * quantized.commitment_loss
         return {"loss": loss, **losses, "commitment": quantized.commitment_loss}, output, quantized
