@@ -3,6 +3,8 @@ VQ-VAE applies it only to the decoder's input in training."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -39,32 +41,33 @@ def test_requantize_matches_forward_and_leaves_codebooks_alone(num_quantizers: i
 
 def test_no_strength_swaps_nothing() -> None:
     quantizer = trained_quantizer()
-    z_q = quantizer(torch.randn(2, 16, 4)).quantized
-    out, swapped = CodeCorruption()(z_q, quantizer)
+    quantized = quantizer(torch.randn(2, 16, 4))
+    out, swapped = CodeCorruption()(quantized.indices, quantizer)
     assert not swapped.any()
-    torch.testing.assert_close(out, z_q)
+    torch.testing.assert_close(out, quantized.quantized)
 
 
 @pytest.mark.parametrize("num_quantizers", [1, 2])
 def test_swapped_latents_are_code_vectors_and_the_rest_is_kept(num_quantizers: int) -> None:
     quantizer = trained_quantizer(num_quantizers)
-    z_q = quantizer(torch.randn(64, 16, 4)).quantized
+    quantized = quantizer(torch.randn(64, 16, 4))
+    z_q = quantized.quantized
     torch.manual_seed(1)
-    out, swapped = CodeCorruption(max_noise=0.5, max_replace=0.5)(z_q, quantizer)
+    out, swapped = CodeCorruption(max_noise=0.5, max_replace=0.5)(quantized.indices, quantizer)
     assert 0 < swapped.float().mean() < 0.9
     torch.testing.assert_close(out[~swapped], z_q[~swapped])
     levels = torch.cartesian_prod(*[torch.arange(quantizer.codebook_size)] * num_quantizers).view(1, -1, num_quantizers)
     every_code = quantizer.codes_to_vectors(levels)[0]  # every code (residual: every sum of one code per level)
     assert torch.cdist(out[swapped], every_code).min(dim=1).values.max() < 1e-2  # cdist rounds at ~1e-3
-    codes = quantizer.requantize(z_q)
+    codes = quantizer.codes_to_vectors(quantized.indices)
     assert not (out[swapped] == codes[swapped]).all(dim=-1).any()
 
 
 def test_replacement_share_is_drawn_per_sequence() -> None:
     quantizer = trained_quantizer(codebook_size=256)
-    z_q = quantizer(torch.randn(400, 64, 4)).quantized
+    indices = quantizer(torch.randn(400, 64, 4)).indices
     torch.manual_seed(2)
-    _, swapped = CodeCorruption(max_replace=0.4)(z_q, quantizer)
+    _, swapped = CodeCorruption(max_replace=0.4)(indices, quantizer)
     shares = swapped.float().mean(dim=1)
     # U(0, 0.4) per sequence, less the few random codes that equal the original (1 in 256)
     assert shares.mean().item() == pytest.approx(0.2, abs=0.02)
@@ -73,10 +76,11 @@ def test_replacement_share_is_drawn_per_sequence() -> None:
 
 def test_noise_moves_latents_to_nearby_codes() -> None:
     quantizer = trained_quantizer(codebook_size=256)
-    z_q = quantizer(torch.randn(200, 32, 4)).quantized
+    quantized = quantizer(torch.randn(200, 32, 4))
+    z_q = quantized.quantized
     torch.manual_seed(3)
-    noisy, moved = CodeCorruption(max_noise=0.3)(z_q, quantizer)
-    random, replaced = CodeCorruption(max_replace=1.0)(z_q, quantizer)
+    noisy, moved = CodeCorruption(max_noise=0.3)(quantized.indices, quantizer)
+    random, replaced = CodeCorruption(max_replace=1.0)(quantized.indices, quantizer)
     assert moved.any() and replaced.any()
     near = (noisy - z_q).norm(dim=-1)[moved].mean()
     far = (random - z_q).norm(dim=-1)[replaced].mean()
@@ -99,9 +103,10 @@ def tiny_text_vqvae(corruption: CodeCorruption | None) -> VQVAE:
 def test_the_encoder_learns_only_through_the_codes_kept() -> None:
     model = tiny_text_vqvae(CodeCorruption(max_replace=0.9))
     model.train()
-    z_q = model.quantize(model.encode(torch.randint(1, 256, (16, 32)))).quantized.detach().requires_grad_(True)
+    quantized = model.quantize(model.encode(torch.randint(1, 256, (16, 32))))
+    z_q = quantized.quantized.detach().requires_grad_(True)
     torch.manual_seed(4)
-    decoder_input = model._corrupted(z_q)
+    decoder_input = model._corrupted(dataclasses.replace(quantized, quantized=z_q))
     decoder_input.sum().backward()
     swapped = (decoder_input != z_q).any(dim=1)  # (B, positions)
     assert swapped.any() and (~swapped).any()

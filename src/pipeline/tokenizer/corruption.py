@@ -34,20 +34,19 @@ class CodeCorruption(nn.Module):
         self.max_noise, self.max_replace = max_noise, max_replace
 
     @torch.no_grad()
-    def forward(self, quantized: torch.Tensor, quantizer: VectorQuantizer) -> tuple[torch.Tensor, torch.Tensor]:
-        """Quantized latents ``(B, N, D)`` -> the same with some latents swapped for other code vectors, and
-        which were swapped ``(B, N)``."""
-        batch, length, dim = quantized.shape
-        codes = quantizer.requantize(quantized.detach())  # exact code vectors: the input may carry a straight-through residue
+    def forward(self, indices: torch.Tensor, quantizer: VectorQuantizer) -> tuple[torch.Tensor, torch.Tensor]:
+        """The codes ``indices (B, N)`` (``(B, N, Q)`` with residual quantization) that ``quantizer`` chose ->
+        their code vectors ``(B, N, D)`` with some latents swapped for other codes, and which were swapped ``(B, N)``."""
+        codes = quantizer.codes_to_vectors(indices)
+        batch, length, dim = codes.shape
         out = codes
         if self.max_noise > 0:
-            spread = out.reshape(-1, dim).float().std(dim=0)
-            scale = torch.rand(batch, 1, 1, device=out.device) * self.max_noise
-            out = quantizer.requantize(out + scale * spread * torch.randn_like(out))
+            spread = codes.reshape(-1, dim).float().std(dim=0)
+            scale = torch.rand(batch, 1, 1, device=codes.device) * self.max_noise
+            out = quantizer.requantize(codes + scale * spread * torch.randn_like(codes))
         if self.max_replace > 0:
-            share = torch.rand(batch, 1, device=out.device) * self.max_replace
-            replace = torch.rand(batch, length, device=out.device) < share
-            random_codes = torch.randint(quantizer.codebook_size, (batch, length, quantizer.num_quantizers), device=out.device)
+            share = torch.rand(batch, 1, device=codes.device) * self.max_replace
+            replace = torch.rand(batch, length, device=codes.device) < share
+            random_codes = torch.randint(quantizer.codebook_size, (batch, length, quantizer.num_quantizers), device=codes.device)
             out = torch.where(replace.unsqueeze(-1), quantizer.codes_to_vectors(random_codes).to(out), out)
-        swapped = (out != codes).any(dim=-1)
-        return torch.where(swapped.unsqueeze(-1), out, quantized.detach()), swapped
+        return out, (out != codes).any(dim=-1)

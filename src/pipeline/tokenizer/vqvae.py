@@ -81,17 +81,19 @@ class VQVAE(L.LightningModule):
         quantized = self.quantize(self.encode(x))
         return self.decode(quantized.quantized), quantized
 
-    def _corrupted(self, z_q: torch.Tensor) -> torch.Tensor:
-        """``z_q (B, D, *spatial)`` with some codes swapped by ``code_corruption``; the encoder learns only through the kept ones."""
-        batch, dim, *spatial = z_q.shape
-        flat = z_q.flatten(2).transpose(1, 2)
-        corrupted, swapped = self.code_corruption(flat, self.quantizer)
+    def _corrupted(self, quantized: QuantizerOutput) -> torch.Tensor:
+        """The decoder's input with some codes swapped by ``code_corruption``: ``(B, D, *spatial)``; the encoder
+        learns only through the codes kept."""
+        batch, dim, *spatial = quantized.quantized.shape
+        flat = quantized.quantized.flatten(2).transpose(1, 2)
+        indices = quantized.indices.reshape(batch, -1, *quantized.indices.shape[1 + len(spatial):])
+        corrupted, swapped = self.code_corruption(indices, self.quantizer)
         return torch.where(swapped.unsqueeze(-1), corrupted.to(flat), flat).transpose(1, 2).reshape(batch, dim, *spatial)
 
     def _losses(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, QuantizerOutput]:
         quantized = self.quantize(self.encode(x))
-        z_q = quantized.quantized
-        output = self.decode(self._corrupted(z_q) if self.training and self.code_corruption is not None else z_q)
+        corrupt = self.training and self.code_corruption is not None
+        output = self.decode(self._corrupted(quantized) if corrupt else quantized.quantized)
         losses = self.reconstruction.loss(output, x)
         loss = losses["rec_loss"] + self.hparams.commitment_weight * quantized.commitment_loss
         return {"loss": loss, **losses, "commitment": quantized.commitment_loss}, output, quantized
