@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,21 @@ def test_launch_stamp_fixed_per_launch(monkeypatch: pytest.MonkeyPatch) -> None:
     first = launch_stamp("RunMode.RUN", 0)
     assert launch_stamp("RunMode.RUN", 0) == first  # later processes of the same launch agree
     assert launch_stamp("RunMode.MULTIRUN", 3) == f"{first}_3"  # sweep jobs get their own directory
+
+
+def test_launches_in_the_same_second_get_their_own_run_directories(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(time, "strftime", lambda fmt: "2026-12-01_14-41-11")
+    parent = tmp_path / "outputs" / "fortunes" / "dit"
+    names = []
+    for _ in range(3):
+        monkeypatch.delenv("PIPELINE_RUN_NAME", raising=False)  # a new launch, in the same second
+        names.append(launch_stamp("RunMode.RUN", None, parent))
+    assert names == ["2026-12-01_14-41-11", "2026-12-01_14-41-11-2", "2026-12-01_14-41-11-3"]
+    assert sorted(path.name for path in parent.iterdir()) == names  # each claimed by its launch
+    assert launch_stamp("RunMode.RUN", None, parent) == names[-1]  # the launch's later processes claim nothing
+    monkeypatch.delenv("PIPELINE_RUN_NAME")
+    assert launch_stamp("RunMode.MULTIRUN", 0, parent) == "2026-12-01_14-41-11_0"  # sweep jobs are numbered instead
+    assert len(list(parent.iterdir())) == 3
 
 
 def test_flat_config_masks_secrets_only(tmp_path: Path) -> None:

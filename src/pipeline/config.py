@@ -24,7 +24,7 @@ def config_dir() -> Path:
     raise FileNotFoundError(f"no Hydra configs found beside {package}: reinstall the package")
 
 
-def launch_stamp(mode: Any = None, job_num: Any = None) -> str:
+def launch_stamp(mode: Any = None, job_num: Any = None, parent: Any = None) -> str:
     """A timestamp fixed once per launch and shared by every process it starts.
 
     The first process to resolve it stores it in the environment; processes that a launcher
@@ -33,12 +33,35 @@ def launch_stamp(mode: Any = None, job_num: Any = None) -> str:
     share the launcher's id instead (``torchrun-<run id>``, ``slurm-<job id>``), unless
     ``run_name=`` is given. Under ``--multirun`` the job number is appended, so sweep jobs never
     share a directory.
+
+    ``parent``: the folder the run directory goes in. A single run's new stamp claims its directory
+    there at once (``mkdir``, which only one process can win), so two launches started within the
+    same second get ``<stamp>`` and ``<stamp>-2`` rather than one directory they both write to.
     """
     stamp = os.environ.get(RUN_NAME_ENV) or _outside_launcher_id()
     if not stamp:
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        if parent is not None and not _is_multirun(mode):
+            stamp = _claim(Path(str(parent)), stamp)
     os.environ[RUN_NAME_ENV] = stamp
-    return f"{stamp}_{job_num}" if str(mode) == "RunMode.MULTIRUN" or str(mode) == "MULTIRUN" else stamp
+    return f"{stamp}_{job_num}" if _is_multirun(mode) else stamp
+
+
+def _is_multirun(mode: Any) -> bool:
+    return str(mode) in ("RunMode.MULTIRUN", "MULTIRUN")
+
+
+def _claim(parent: Path, stamp: str) -> str:
+    """The first of ``stamp``, ``stamp-2``, ``stamp-3``, ... whose directory under ``parent`` this process created."""
+    parent.mkdir(parents=True, exist_ok=True)
+    name, attempt = stamp, 1
+    while True:
+        try:
+            (parent / name).mkdir()
+            return name
+        except FileExistsError:
+            attempt += 1
+            name = f"{stamp}-{attempt}"
 
 
 def _outside_launcher_id() -> str | None:
