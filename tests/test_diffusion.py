@@ -211,6 +211,22 @@ def test_time_shift_moves_training_times_towards_noise() -> None:
         RectifiedFlow(time_shift=0.0)
 
 
+@pytest.mark.parametrize("grid_shift, first_steps", [(None, [1.0, 0.9, 0.75]), (1.0, [1.0, 0.75, 0.5])])
+def test_the_sampler_grid_takes_grid_shift_and_defaults_to_time_shift(grid_shift: float | None, first_steps: list[float]) -> None:
+    """Euler on 4 steps visits 1, 3/4, 1/2, 1/4 unshifted; with time_shift 3 (as SD3) 1, 0.9, 0.75, 0.5."""
+    flow, seen = RectifiedFlow(time_shift=3.0, grid_shift=grid_shift), []
+
+    def denoiser(x: torch.Tensor, t: torch.Tensor, x_self: torch.Tensor | None) -> torch.Tensor:
+        seen.append(float(t))
+        return torch.zeros_like(x)
+
+    flow.sample(denoiser, torch.randn(2, 3), steps=4, sampler="euler")
+    assert seen[:3] == pytest.approx(first_steps) and len(seen) == 4
+    assert flow.config["grid_shift"] == grid_shift and flow.config["time_shift"] == 3.0  # what dit.pt keeps
+    with pytest.raises(ValueError, match="grid_shift"):
+        RectifiedFlow(grid_shift=-1.0)
+
+
 def test_a_sampler_that_does_not_fit_the_objective_is_refused() -> None:
     with pytest.raises(ValueError, match="valid: euler, heun"):
         RectifiedFlow().sample(flow_velocity, torch.randn(2, 1), 2, "ddim")

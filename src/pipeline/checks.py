@@ -78,3 +78,5 @@ def check_sample_settings(cfg: DictConfig) -> None:
         raise UserError(f"sample.num must be at least 1 (got {cfg.sample.num})")
     if cfg.sample.steps < 1 or cfg.sample.batch_size < 1:
         raise UserError(f"sample.steps and sample.batch_size must be at least 1 (got {cfg.sample.steps} and {cfg.sample.batch_size})")
+    if cfg.sample.grid_shift is not None and cfg.sample.grid_shift <= 0:
+        raise UserError(f"sample.grid_shift must be > 0 (got {cfg.sample.grid_shift})")
