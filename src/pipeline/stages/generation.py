@@ -4,7 +4,7 @@ trained on: shared by ``stage=sample`` and ``stage=eval``."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,7 +30,6 @@ class Generator:
     path: Path
     tokenizer_path: Path
     device: torch.device
-    objective: Objective  # the DiT's, its sampling grid shifted by sample.grid_shift where that is set
     prompts: PromptEncoding | None = None  # a DiT conditioned on prompts: how they are encoded
 
     @property
@@ -45,22 +44,22 @@ class Generator:
     def settings(self, cfg: DictConfig) -> dict[str, Any]:
         """The sampling settings in effect (``eval.json``, captions)."""
         codes = {"temperature": cfg.sample.temperature} if self.dit.model.code_head is not None else {}
-        grid = {"grid_shift": self.objective.grid_shift} if isinstance(self.objective, RectifiedFlow) else {}
-        return {"prior": "dit", "sampler": cfg.sample.sampler or self.objective.default_sampler, "steps": cfg.sample.steps,
+        grid = {"grid_shift": self.dit.objective.grid_shift} if isinstance(self.dit.objective, RectifiedFlow) else {}
+        return {"prior": "dit", "sampler": cfg.sample.sampler or self.dit.objective.default_sampler, "steps": cfg.sample.steps,
                 "cfg_scale": cfg.sample.cfg_scale, "snap_to_codes": cfg.sample.snap_to_codes, **grid, **codes}
 
     def describe(self, cfg: DictConfig) -> str:
-        shifted = isinstance(self.objective, RectifiedFlow) and self.objective.grid_shift != 1
-        grid = f" (grid shift {self.objective.grid_shift:g})" if shifted else ""
+        shifted = isinstance(self.dit.objective, RectifiedFlow) and self.dit.objective.grid_shift != 1
+        grid = f" (grid shift {self.dit.objective.grid_shift:g})" if shifted else ""
         codes = f", temperature {cfg.sample.temperature}" if self.dit.model.code_head is not None else ""
-        return f"{cfg.sample.steps} {cfg.sample.sampler or self.objective.default_sampler} steps{grid}, guidance {cfg.sample.cfg_scale}{codes}"
+        return f"{cfg.sample.steps} {cfg.sample.sampler or self.dit.objective.default_sampler} steps{grid}, guidance {cfg.sample.cfg_scale}{codes}"
 
     def samples(self, labels: torch.Tensor | None, num: int, cfg: DictConfig, seed: int) -> torch.Tensor:
         """``num`` decoder outputs (images or audio in [-1, 1], byte logits) with the ``sample.*`` settings; the same seed gives the same samples.
 
         ``labels``: each sample's condition (class labels, or prompts from :meth:`conditions`), or None."""
         return generate(
-            self.dit.model, self.objective, self.tokenizer, self.dit.mean.to(self.device), self.dit.std.to(self.device), labels, num,
+            self.dit.model, self.dit.objective, self.tokenizer, self.dit.mean.to(self.device), self.dit.std.to(self.device), labels, num,
             cfg.sample.steps, cfg.sample.sampler, cfg.sample.cfg_scale, torch.Generator().manual_seed(seed), cfg.sample.batch_size,
             cfg.sample.snap_to_codes, code_temperature(self.dit.model, cfg.sample.temperature),
         ).cpu()
@@ -136,7 +135,7 @@ def load_generator(cfg: DictConfig, data: Any) -> Generator | ARGenerator:
     if trained_on != wanted and (trained_on in PROMPT_KINDS or wanted in PROMPT_KINDS):
         raise UserError(f"{dit_path} was trained with condition={trained_on}, not condition={wanted}: pass condition={trained_on} or another dit_ckpt=")
     checked_sampler(dit.objective, cfg.sample.sampler)
-    objective = sampling_objective(dit.objective, cfg.sample.grid_shift, dit_path)
+    dit = replace(dit, objective=sampling_objective(dit.objective, cfg.sample.grid_shift, dit_path))
     code_temperature(dit.model, cfg.sample.temperature)
     tokenizer_path, tokenizer = recorded_tokenizer(cfg, dit.metadata, dit_path)
     device = device_of(cfg)
@@ -145,7 +144,7 @@ def load_generator(cfg: DictConfig, data: Any) -> Generator | ARGenerator:
     tokenizer.to(device)
     if prompts is not None:
         prompts.tokenizer.to(device)
-    return Generator(dit, tokenizer, dit_path, tokenizer_path, device, objective, prompts)
+    return Generator(dit, tokenizer, dit_path, tokenizer_path, device, prompts)
 
 
 def sampling_objective(objective: Objective, grid_shift: float | None, path: Path) -> Objective:
