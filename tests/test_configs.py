@@ -178,6 +178,12 @@ def test_the_modality_sets_the_flow_time_and_grid_shifts_and_the_command_line_wi
     assert (instantiate(cfg.objective).time_shift, instantiate(cfg.objective).grid_shift) == (1.5, 1.5)
 
 
+def test_the_modality_sets_restart_sampling_and_the_command_line_wins(tmp_path: Path) -> None:
+    counts = {data: compose_config("stage=eval", f"data={data}", root=tmp_path).sample.restart.count for data in ("mnist", "spoken_digits", "fortunes")}
+    assert counts == {"mnist": 0, "spoken_digits": 0, "fortunes": 24}  # text revises its codes in 24 rounds (README)
+    assert compose_config("stage=eval", "data=fortunes", "sample.restart.count=0", root=tmp_path).sample.restart.count == 0
+
+
 def _max_steps(group: str, option: str) -> int:
     """``trainer.max_steps`` as written in ``conf/<group>/<option>.yaml``."""
     return OmegaConf.load(config_dir() / group / f"{option}.yaml").trainer.max_steps

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import train_on_classes
-from pipeline.diffusion import DDPM, PRESETS, DiffusionModule, DiT, RectifiedFlow, guided
+from pipeline.diffusion import DDPM, PRESETS, DiffusionModule, DiT, RectifiedFlow, Restart, guided
 from pipeline.diffusion.alignment import PromptAlignment
 from pipeline.diffusion.ema import ema_model
 from pipeline.diffusion.objectives import beta_schedule
@@ -225,6 +225,38 @@ def test_the_sampler_grid_takes_grid_shift_and_defaults_to_time_shift(grid_shift
     assert flow.config["grid_shift"] == grid_shift and flow.config["time_shift"] == 3.0  # what dit.pt keeps
     with pytest.raises(ValueError, match="grid_shift"):
         RectifiedFlow(grid_shift=-1.0)
+
+
+@pytest.mark.parametrize(
+    "objective, sampler, steps", [(RectifiedFlow(), "heun", 5), (RectifiedFlow(grid_shift=0.5), "euler", 50), (DDPM("cosine"), "ddim", 40)],
+)
+def test_restart_rounds_start_at_the_restart_time_and_keep_the_target(objective, sampler: str, steps: int) -> None:
+    """Each round noises the sample back to ``restart.time`` and samples down again in ``steps`` steps; with the
+    exact denoiser the samples keep the target distribution (first-order samplers need more steps for that, as
+    each round adds its discretisation error), and the same generator gives the same samples."""
+    denoiser = flow_velocity if isinstance(objective, RectifiedFlow) else ddpm_epsilon(objective)
+    seen = []
+
+    def watched(x: torch.Tensor, t: torch.Tensor, x_self: torch.Tensor | None) -> torch.Tensor:
+        seen.append(float(t))
+        return denoiser(x, t, x_self)
+
+    noise = torch.randn(20000, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    restart = Restart(count=3, time=0.3, steps=steps)
+    plain = objective.sample(denoiser, noise, 8, sampler, torch.Generator().manual_seed(1))
+    restarted = objective.sample(watched, noise, 8, sampler, torch.Generator().manual_seed(1), restart=restart)
+    again = objective.sample(denoiser, noise, 8, sampler, torch.Generator().manual_seed(1), restart=restart)
+    assert torch.equal(restarted, again) and not torch.equal(restarted, plain)
+    assert restarted.mean().item() == pytest.approx(MEAN, abs=0.03) and restarted.std().item() == pytest.approx(STD, abs=0.03)
+    round_start = 0.3 if isinstance(objective, RectifiedFlow) else round(0.3 * (objective.num_timesteps - 1)) / objective.num_timesteps
+    assert seen.count(pytest.approx(round_start)) == 3 and max(seen[-steps:]) <= round_start + 1e-6
+    assert torch.equal(objective.sample(denoiser, noise, 8, sampler, torch.Generator().manual_seed(1), restart=Restart(count=0)), plain)
+
+
+@pytest.mark.parametrize("options", [dict(count=-1), dict(steps=0), dict(time=0.0), dict(time=1.0)])
+def test_restart_settings_that_cannot_sample_are_refused(options: dict) -> None:
+    with pytest.raises(ValueError, match="restart needs"):
+        Restart(**options)
 
 
 def test_a_sampler_that_does_not_fit_the_objective_is_refused() -> None:

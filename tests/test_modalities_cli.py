@@ -125,6 +125,7 @@ def test_eval_scores_generated_examples_beside_real_and_reconstructed_ones(runs:
         assert report["eval/vocab_share_real"] == 1.0  # held-out template sentences use only train words
         assert report["ngram_order"] == 5 and report["vocabulary_size"] > 20 and report["temperature"] == 1.0  # the code DiT's
     assert all(np.isfinite(report[key]) for key in keys), report
+    assert report["restarts"] == (24 if runs.modality == "text" else 0)  # the modality's restart sampling reaches the sampler
 
 
 @pytest.mark.parametrize("runs", ["text"], indirect=True)  # text tokenizers train with code corruption

@@ -87,13 +87,14 @@ def test_a_sampler_of_the_other_objective_exits_2(dit_cli_run: CliRun) -> None:
     assert result.stderr.strip().splitlines() == ["error: sample.sampler=ddim: sampler 'ddim' does not fit objective flow; valid: euler, heun"]
 
 
-def test_sample_grid_shift_is_recorded_and_refused_for_a_ddpm_dit(dit_cli_run: CliRun, tmp_path: Path) -> None:
+def test_sample_grid_shift_and_restarts_are_recorded_and_a_grid_shift_is_refused_for_a_ddpm_dit(dit_cli_run: CliRun, tmp_path: Path) -> None:
     root = dit_cli_run.root
     common = ("stage=eval", f"paths.root={root}", "eval.num_samples=10", "eval.classifier_epochs=1", "sample.steps=2", "logger=none", *SMALL_SYNTHETIC)
-    shifted = run_cli(*common, "sample.grid_shift=3", cwd=root)
+    shifted = run_cli(*common, "sample.grid_shift=3", "sample.restart.count=2", "sample.restart.steps=1", cwd=root)
     assert shifted.returncode == 0, shifted.stderr[-3000:]
     report = json.loads((root / "outputs" / "synthetic_image" / "eval" / "latest" / "eval.json").read_text())
     assert report["grid_shift"] == 3.0 and report["steps"] == 2
+    assert (report["restarts"], report["restart_time"], report["restart_steps"]) == (2, 0.3, 1)
     payload = torch.load(dit_cli_run.run_dir / "dit.pt", weights_only=True)
     payload["objective"] = {"name": "ddpm", "schedule": "linear", "num_timesteps": 100}
     ddpm = tmp_path / "dit.pt"
@@ -113,6 +114,8 @@ def test_sample_grid_shift_is_recorded_and_refused_for_a_ddpm_dit(dit_cli_run: C
         (["stage=sample", "sample.num=0"], "sample.num must be at least 1 (got 0)"),
         (["stage=sample", "sample.steps=0"], "sample.steps and sample.batch_size must be at least 1"),
         (["stage=sample", "sample.grid_shift=0"], "sample.grid_shift must be > 0 (got 0)"),
+        (["stage=eval", "sample.restart.count=-1"], "sample.restart needs count >= 0, steps >= 1 and 0 < time < 1 (got count -1, time 0.3, steps 3)"),
+        (["stage=sample", "sample.restart.time=1"], "sample.restart needs count >= 0, steps >= 1 and 0 < time < 1 (got count 0, time 1, steps 3)"),
         (["stage=dit", "objective=ddpm", "sample.sampler=heun"], "sample.sampler=heun: sampler 'heun' does not fit objective ddpm; valid: ddpm, ddim"),
     ],
 )

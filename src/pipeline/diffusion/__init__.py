@@ -5,10 +5,10 @@ from pipeline.diffusion.generate import class_labels, decode_latents, generate, 
 from pipeline.diffusion.io import LoadedDiT, load_dit, save_dit
 from pipeline.diffusion.latents import LatentDataModule, LatentDataset, build_latent_cache, file_digest
 from pipeline.diffusion.module import DiffusionModule
-from pipeline.diffusion.objectives import DDPM, OBJECTIVES, Objective, RectifiedFlow, guided
+from pipeline.diffusion.objectives import DDPM, OBJECTIVES, Objective, RectifiedFlow, Restart, guided
 
 __all__ = [
     "DDPM", "OBJECTIVES", "PRESETS", "DiT", "DiffusionModule", "LatentDataModule", "LatentDataset", "LoadedDiT", "Objective",
-    "RectifiedFlow", "build_latent_cache", "class_labels", "decode_latents", "file_digest", "generate", "guided", "load_dit",
+    "RectifiedFlow", "Restart", "build_latent_cache", "class_labels", "decode_latents", "file_digest", "generate", "guided", "load_dit",
     "sample_latents", "save_dit",
 ]

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from pipeline.diffusion.dit import DiT
-from pipeline.diffusion.objectives import Objective, Projection, guided
+from pipeline.diffusion.objectives import Objective, Projection, Restart, guided
 from pipeline.tokenizer import VQVAE
 
 
@@ -50,11 +50,12 @@ def sample_latents(
     batch_size: int = 256,
     project: Projection | None = None,
     temperature: float = 1.0,
+    restart: Restart | None = None,
 ) -> torch.Tensor:
     """``num`` normalized latents, in batches; the same generator gives the same samples.
 
     ``labels``: the condition of each sample (class indices or prompts, see :class:`DiT`), or None.
-    ``temperature``: a code-predicting DiT's softmax temperature.
+    ``temperature``: a code-predicting DiT's softmax temperature; ``restart``: restart sampling (flow).
     """
     dit = getattr(model, "module", model)
     device = next(dit.parameters()).device
@@ -64,7 +65,7 @@ def sample_latents(
         noise = torch.randn((count, dit.in_channels, *dit.spatial), generator=generator).to(device)
         y = labels[start:start + count].to(device) if labels is not None else None
         denoiser = guided(dit, y, cfg_scale, dit.null_condition(y) if y is not None else None, temperature)
-        out.append(objective.sample(denoiser, noise, steps, sampler, generator, project))
+        out.append(objective.sample(denoiser, noise, steps, sampler, generator, project, restart))
     return torch.cat(out)
 
 
@@ -84,13 +85,14 @@ def generate(
     batch_size: int = 256,
     snap_to_codes: bool = False,
     temperature: float = 1.0,
+    restart: Restart | None = None,
 ) -> torch.Tensor:
     """``num`` decoder outputs: images ``(N, C, H, W)`` or audio ``(N, 1, T)`` in [-1, 1], byte logits ``(N, 256, L)`` for text.
 
     ``snap_to_codes`` projects the sampler's clean estimate onto the nearest codes at every step;
-    ``temperature`` is a code-predicting DiT's softmax temperature.
+    ``temperature`` is a code-predicting DiT's softmax temperature; ``restart``: rounds of restart sampling (flow).
     """
     project = code_projection(tokenizer, mean, std) if snap_to_codes else None
-    latents = sample_latents(model, objective, labels, num, steps, sampler, cfg_scale, generator, batch_size, project, temperature)
+    latents = sample_latents(model, objective, labels, num, steps, sampler, cfg_scale, generator, batch_size, project, temperature, restart)
     device = next(tokenizer.parameters()).device
     return torch.cat([decode_latents(tokenizer, chunk.to(device), mean, std) for chunk in latents.split(batch_size)])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -21,6 +22,26 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Ten
 Projection = Callable[[torch.Tensor], torch.Tensor]
 SELF_CONDITION_RATE = 0.5  # share of training examples that see the model's own estimate (Analog Bits)
 PREDICTIONS = ("velocity", "codes")  # what a rectified-flow model predicts
+
+
+@dataclass(frozen=True)
+class Restart:
+    """Restart sampling (Xu et al. 2023): once the sampler has reached t = 0, noise the
+    sample back to ``time`` with fresh noise and integrate down again in ``steps`` steps, ``count``
+    times. Each round lets the model revise what the previous one settled; on text, where a DiT
+    decides all codes at once, it corrects words that came out misspelt (README: 4.66 -> 3.99 bits per
+    byte with 24 rounds of 3 steps from 0.3). ``count`` 0 is the plain ODE."""
+
+    count: int = 0
+    time: float = 0.3
+    steps: int = 3
+
+    def __post_init__(self) -> None:
+        if self.count < 0 or self.steps < 1 or not 0 < self.time < 1:
+            raise ValueError(f"restart needs count >= 0, steps >= 1 and 0 < time < 1 (got count {self.count}, time {self.time}, steps {self.steps})")
+
+    def settings(self) -> dict:
+        return {"restarts": self.count, "restart_time": self.time, "restart_steps": self.steps}
 
 
 def guided(model: nn.Module, y: torch.Tensor | None, scale: float, null: torch.Tensor | None = None, temperature: float = 1.0) -> Denoiser:
@@ -78,10 +99,11 @@ class Objective:
 
     def sample(
         self, denoiser: Denoiser, noise: torch.Tensor, steps: int, sampler: str | None = None,
-        generator: torch.Generator | None = None, project: Projection | None = None,
+        generator: torch.Generator | None = None, project: Projection | None = None, restart: Restart | None = None,
     ) -> torch.Tensor:
         """Latents from ``noise`` in ``steps`` steps. ``project`` maps every clean estimate onto the
-        data's support before the step uses it (Diffusion-LM's clamping: the nearest codes)."""
+        data's support before the step uses it (Diffusion-LM's clamping: the nearest codes);
+        ``restart``: rounds of :class:`Restart` sampling after it."""
         raise NotImplementedError
 
     def check_sampler(self, sampler: str | None) -> str:
@@ -153,19 +175,36 @@ class RectifiedFlow(Objective):
     def clean_estimate(self, x_t: torch.Tensor, t: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
         return prediction if self.predicts_codes else x_t - _expand(t, x_t) * prediction
 
+    def grid(self, steps: int, start: float = 1.0) -> torch.Tensor:
+        """``steps + 1`` sampler times from ``start`` down to 0: a uniform grid shifted by ``grid_shift``."""
+        s = self.grid_shift
+        return self.shift(torch.linspace(start / (s - (s - 1) * start), 0.0, steps + 1), s)
+
     @torch.no_grad()
     def sample(
         self, denoiser: Denoiser, noise: torch.Tensor, steps: int, sampler: str | None = None,
-        generator: torch.Generator | None = None, project: Projection | None = None,
+        generator: torch.Generator | None = None, project: Projection | None = None, restart: Restart | None = None,
     ) -> torch.Tensor:
-        """Integrate the ODE from t = 1 to 0 on a uniform grid, shifted by ``grid_shift`` (Heun: 2 evaluations per step).
+        """Integrate the ODE from t = 1 to 0 on a uniform grid, shifted by ``grid_shift`` (Heun: 2 evaluations per step),
+        then run the rounds of ``restart``, each from the sample noised back to ``restart.time``.
 
         With ``project`` or a code-predicting model, the velocity is the one pointing from the
         (projected) clean estimate to ``x`` (a DDIM step towards it), and the last step is an Euler
         step, which lands on it (the velocity at t = 0 is undefined there).
         """
         sampler = self.check_sampler(sampler)
-        times = self.shift(torch.linspace(1.0, 0.0, steps + 1, device=noise.device), self.grid_shift)
+        x, x_self = self._integrate(denoiser, noise, None, self.grid(steps).to(noise.device), sampler, project)
+        if restart is not None and restart.count:
+            times = self.grid(restart.steps, restart.time).to(noise.device)
+            for _ in range(restart.count):
+                fresh = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+                x, x_self = self._integrate(denoiser, torch.lerp(x, fresh, restart.time), x_self, times, sampler, project)
+        return x
+
+    def _integrate(
+        self, denoiser: Denoiser, x: torch.Tensor, x_self: torch.Tensor | None, times: torch.Tensor, sampler: str, project: Projection | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x`` at ``times[0]`` carried to ``times[-1]``, and the last clean estimate (what a self-conditioning model reads next)."""
         from_estimate = project is not None or self.predicts_codes
 
         def velocity_at(x: torch.Tensor, t: torch.Tensor, x_self: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,7 +217,6 @@ class RectifiedFlow(Objective):
                 estimate = project(estimate)
             return (x - estimate) / t, estimate
 
-        x, x_self = noise, None
         for t, t_next in zip(times[:-1], times[1:]):
             velocity, x_self = velocity_at(x, t, x_self)
             x_euler = x + (t_next - t) * velocity
@@ -186,7 +224,7 @@ class RectifiedFlow(Objective):
                 x = x + (t_next - t) * 0.5 * (velocity + velocity_at(x_euler, t_next, x_self)[0])
             else:
                 x = x_euler
-        return x
+        return x, x_self
 
 
 def beta_schedule(schedule: str, num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
@@ -234,12 +272,30 @@ class DDPM(Objective):
     @torch.no_grad()
     def sample(
         self, denoiser: Denoiser, noise: torch.Tensor, steps: int, sampler: str | None = None,
-        generator: torch.Generator | None = None, project: Projection | None = None,
+        generator: torch.Generator | None = None, project: Projection | None = None, restart: Restart | None = None,
     ) -> torch.Tensor:
-        """DDIM (deterministic) or ancestral DDPM on ``steps`` evenly respaced timesteps."""
+        """DDIM (deterministic) or ancestral DDPM on ``steps`` evenly respaced timesteps, then the rounds of
+        ``restart``, each from the sample noised back to timestep ``restart.time * T``."""
         sampler = self.check_sampler(sampler)
-        ks = torch.linspace(self.num_timesteps - 1, 0, steps).round().long().unique_consecutive().tolist()
-        x, x0 = noise, None
+        x, x0 = self._denoise(denoiser, noise, None, self.timesteps(self.num_timesteps - 1, steps), sampler, generator, project)
+        if restart is not None and restart.count:
+            start = round(restart.time * (self.num_timesteps - 1))
+            ks, alpha_bar = self.timesteps(start, restart.steps + 1), float(self.alpha_bar[start])
+            for _ in range(restart.count):
+                fresh = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+                x, x0 = self._denoise(denoiser, math.sqrt(alpha_bar) * x + math.sqrt(1 - alpha_bar) * fresh, x0, ks, sampler, generator, project)
+        return x
+
+    @staticmethod
+    def timesteps(start: int, count: int) -> list[int]:
+        """``count`` evenly spaced timesteps from ``start`` down to 0 (fewer where they would repeat)."""
+        return torch.linspace(start, 0, count).round().long().unique_consecutive().tolist()
+
+    def _denoise(
+        self, denoiser: Denoiser, x: torch.Tensor, x0: torch.Tensor | None, ks: list[int], sampler: str,
+        generator: torch.Generator | None, project: Projection | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x`` at timestep ``ks[0]`` carried through ``ks`` to the data, and the last clean estimate."""
         for i, k in enumerate(ks):
             alpha_bar = float(self.alpha_bar[k])
             alpha_bar_prev = float(self.alpha_bar[ks[i + 1]]) if i + 1 < len(ks) else 1.0
@@ -260,7 +316,7 @@ class DDPM(Objective):
                 variance = beta * (1 - alpha_bar_prev) / (1 - alpha_bar)
                 mean = mean + math.sqrt(variance) * torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
             x = mean
-        return x
+        return x, x0
 
 
 OBJECTIVES: dict[str, type[Objective]] = {cls.name: cls for cls in (RectifiedFlow, DDPM)}

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 
 from pipeline.ar import LoadedAR, load_ar
-from pipeline.diffusion import LoadedDiT, Objective, RectifiedFlow, file_digest, generate, load_dit
+from pipeline.diffusion import LoadedDiT, Objective, RectifiedFlow, Restart, file_digest, generate, load_dit
 from pipeline.errors import UserError
 from pipeline.outputs import latest_output
 from pipeline.stages.common import checked_sampler, code_temperature
@@ -46,13 +46,15 @@ class Generator:
         codes = {"temperature": cfg.sample.temperature} if self.dit.model.code_head is not None else {}
         grid = {"grid_shift": self.dit.objective.grid_shift} if isinstance(self.dit.objective, RectifiedFlow) else {}
         return {"prior": "dit", "sampler": cfg.sample.sampler or self.dit.objective.default_sampler, "steps": cfg.sample.steps,
-                "cfg_scale": cfg.sample.cfg_scale, "snap_to_codes": cfg.sample.snap_to_codes, **grid, **codes}
+                "cfg_scale": cfg.sample.cfg_scale, "snap_to_codes": cfg.sample.snap_to_codes, **grid, **codes, **restart(cfg).settings()}
 
     def describe(self, cfg: DictConfig) -> str:
         shifted = isinstance(self.dit.objective, RectifiedFlow) and self.dit.objective.grid_shift != 1
         grid = f" (grid shift {self.dit.objective.grid_shift:g})" if shifted else ""
         codes = f", temperature {cfg.sample.temperature}" if self.dit.model.code_head is not None else ""
-        return f"{cfg.sample.steps} {cfg.sample.sampler or self.dit.objective.default_sampler} steps{grid}, guidance {cfg.sample.cfg_scale}{codes}"
+        rounds = restart(cfg)
+        restarts = f", {rounds.count} restarts from t = {rounds.time:g}" if rounds.count else ""
+        return f"{cfg.sample.steps} {cfg.sample.sampler or self.dit.objective.default_sampler} steps{grid}{restarts}, guidance {cfg.sample.cfg_scale}{codes}"
 
     def samples(self, labels: torch.Tensor | None, num: int, cfg: DictConfig, seed: int) -> torch.Tensor:
         """``num`` decoder outputs (images or audio in [-1, 1], byte logits) with the ``sample.*`` settings; the same seed gives the same samples.
@@ -61,7 +63,7 @@ class Generator:
         return generate(
             self.dit.model, self.dit.objective, self.tokenizer, self.dit.mean.to(self.device), self.dit.std.to(self.device), labels, num,
             cfg.sample.steps, cfg.sample.sampler, cfg.sample.cfg_scale, torch.Generator().manual_seed(seed), cfg.sample.batch_size,
-            cfg.sample.snap_to_codes, code_temperature(self.dit.model, cfg.sample.temperature),
+            cfg.sample.snap_to_codes, code_temperature(self.dit.model, cfg.sample.temperature), restart(cfg),
         ).cpu()
 
 
@@ -98,6 +100,11 @@ class ARGenerator:
             codes = self.ar.model.sample(y, count, cfg.sample.temperature, cfg.sample.top_k, generator)
             out.append(self.tokenizer.decode_indices(codes.view(count, *grid).to(self.device)).cpu())
         return torch.cat(out)
+
+
+def restart(cfg: DictConfig) -> Restart:
+    """The restart sampling of ``sample.restart`` (checked by :func:`pipeline.checks.check_config`)."""
+    return Restart(int(cfg.sample.restart.count), float(cfg.sample.restart.time), int(cfg.sample.restart.steps))
 
 
 def recorded_tokenizer(cfg: DictConfig, metadata: dict[str, Any], prior_path: Path) -> tuple[Path, VQVAE]:
