@@ -61,5 +61,5 @@ class CodeHead(nn.Module):
 
         A temperature below 1 sharpens each latent's distribution towards its likeliest codes, as in
         language-model sampling: fewer, likelier words for less diversity."""
-        probs = (logits.float() / temperature).softmax(dim=1)
-        return torch.einsum("bk...,kc->bc...", probs, self.vectors()).to(logits.dtype)
+        probs = (logits.float() / temperature).movedim(1, -1).softmax(dim=-1)
+        return (probs @ self.vectors()).movedim(-1, 1).to(logits.dtype)

@@ -169,7 +169,8 @@ class RectifiedFlow(Objective):
         x_t = torch.lerp(x0, noise, _expand(t, x0))
         x_self = self.self_condition(model, x_t, t, y)
         if self.predicts_codes:
-            return F.cross_entropy(model(x_t, t, y, x_self, logits=True).float(), codes)
+            logits = model(x_t, t, y, x_self, logits=True).float()
+            return F.cross_entropy(logits.movedim(1, -1).reshape(-1, logits.shape[1]), codes.reshape(-1))
         return F.mse_loss(model(x_t, t, y, x_self).float(), (noise - x0).float())
 
     def clean_estimate(self, x_t: torch.Tensor, t: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
