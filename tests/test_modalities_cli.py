@@ -120,9 +120,11 @@ def test_eval_scores_generated_examples_beside_real_and_reconstructed_ones(runs:
         assert list((runs.root / "outputs" / data / "classifier").glob("*/classifier.pt"))
     else:
         keys = ["eval/bits_per_byte", "eval/bits_per_byte_real", "eval/bits_per_byte_recon", "eval/bits_per_byte_ratio",
-                "eval/vocab_share", "eval/vocab_share_real", "eval/distinct_4", "eval/distinct_4_real"]
+                "eval/vocab_share", "eval/vocab_share_real", "eval/distinct_4", "eval/distinct_4_real",
+                "eval/repeat_share", "eval/repeat_share_real", "eval/bits_per_byte_norun_real"]
         assert 0.0 < report["eval/bits_per_byte_real"] < report["eval/bits_per_byte"]  # 20 steps of training: worse than real text
         assert report["eval/vocab_share_real"] == 1.0  # held-out template sentences use only train words
+        assert 0.0 <= report["eval/repeat_share"] <= 1.0 and report["eval/repeat_share_real"] == 0.0  # template sentences hold no runs
         assert report["ngram_order"] == 5 and report["vocabulary_size"] > 20 and report["temperature"] == 1.0  # the code DiT's
     assert all(np.isfinite(report[key]) for key in keys), report
     assert report["restarts"] == (24 if runs.modality == "text" else 0)  # the modality's restart sampling reaches the sampler

@@ -29,7 +29,7 @@ class Restart:
     """Restart sampling (Xu et al. 2023): once the sampler has reached t = 0, noise the
     sample back to ``time`` with fresh noise and integrate down again in ``steps`` steps, ``count``
     times. Each round lets the model revise what the previous one settled; on text, where a DiT
-    decides all codes at once, it corrects words that came out misspelt (README: 4.66 -> 3.99 bits per
+    decides all codes at once, it corrects words that came out misspelt (README: 4.80 -> 4.19 bits per
     byte with 24 rounds of 3 steps from 0.3). ``count`` 0 is the plain ODE."""
 
     count: int = 0

@@ -10,7 +10,7 @@ from pipeline.evaluation.classifier import (
 )
 from pipeline.evaluation.evaluators import ClassifierEvaluation, Evaluator, ImageEvaluation, TextEvaluation
 from pipeline.evaluation.frechet import ClassifierFeatures, classifier_frechet_distance, true_fid
-from pipeline.evaluation.text import ByteNgramModel, distinct_ngrams, vocabulary_share
+from pipeline.evaluation.text import ByteNgramModel, distinct_ngrams, repeat_share, vocabulary_share, without_runs
 
 __all__ = [
     "ByteNgramModel",
@@ -25,8 +25,10 @@ __all__ = [
     "distinct_ngrams",
     "load_classifier",
     "load_or_train_classifier",
+    "repeat_share",
     "save_classifier",
     "train_classifier",
     "true_fid",
     "vocabulary_share",
+    "without_runs",
 ]

@@ -20,7 +20,7 @@ import torch
 from pipeline.diffusion.latents import data_fingerprint
 from pipeline.evaluation.classifier import ReferenceClassifier, conditional_accuracy, load_or_train_classifier, to_unit
 from pipeline.evaluation.frechet import classifier_frechet_distance, true_fid
-from pipeline.evaluation.text import ByteNgramModel, distinct_ngrams, texts_of, vocabulary_share, words
+from pipeline.evaluation.text import ByteNgramModel, distinct_ngrams, repeat_share, texts_of, vocabulary_share, without_runs, words
 from pipeline.media import Media, to_uint8
 from pipeline.tokenizer import VQVAE
 
@@ -123,16 +123,21 @@ class ImageEvaluation(ClassifierEvaluation):
 
 class TextEvaluation(Evaluator):
     """Unconditional text: bits per byte under a byte n-gram model fitted on the train split, the share
-    of words found in the train vocabulary, and distinct word n-grams across samples; each beside
-    the same for real held-out (test) text and, for bits per byte, the tokenizer's reconstructions.
+    of words found in the train vocabulary, distinct word n-grams across samples and the share of
+    bytes in runs of ``repeat_run`` or more equal bytes; each beside the same for real held-out (test)
+    text and, for bits per byte, the tokenizer's reconstructions. Runs of one byte cost the n-gram
+    model almost nothing, so a generator that falls into them ("#####...") lowers its bits per byte
+    without writing better text: ``eval/bits_per_byte_norun`` (and ``_real``, ``_ratio``) score only the
+    sequences that hold no such run, generated and real alike.
 
     Args:
         ngram_order: order of the byte n-gram model.
         distinct_n: word n-gram length of the diversity score.
+        repeat_run: shortest run of equal bytes that the repeat share counts.
     """
 
-    def __init__(self, ngram_order: int = 5, distinct_n: int = 4) -> None:
-        self.ngram, self.distinct_n = ByteNgramModel(ngram_order), distinct_n
+    def __init__(self, ngram_order: int = 5, distinct_n: int = 4, repeat_run: int = 10) -> None:
+        self.ngram, self.distinct_n, self.repeat_run = ByteNgramModel(ngram_order), distinct_n, repeat_run
         self.vocabulary: set[str] = set()
 
     def prepare(self, data: Any, cache_dir: Path, cfg: Any) -> dict[str, Any]:
@@ -152,6 +157,9 @@ class TextEvaluation(Evaluator):
         scores = {f"eval/bits_per_byte{name}": self.ngram.bits_per_byte(x) for name, x in arrays.items()}
         scores.update({f"eval/vocab_share{name}": vocabulary_share(texts[name], self.vocabulary) for name in ("", "_real")})
         scores.update({f"eval/distinct_{n}{name}": distinct_ngrams(texts[name], n) for name in ("", "_real")})
+        scores.update({f"eval/repeat_share{name}": repeat_share(arrays[name], self.repeat_run) for name in ("", "_real")})
+        scores.update({f"eval/bits_per_byte_norun{name}": self.ngram.bits_per_byte(without_runs(arrays[name], self.repeat_run)) for name in ("", "_real")})
+        scores["eval/bits_per_byte_norun_ratio"] = scores["eval/bits_per_byte_norun"] / scores["eval/bits_per_byte_norun_real"]
         scores["eval/bits_per_byte_ratio"] = scores["eval/bits_per_byte"] / scores["eval/bits_per_byte_real"]
         scores[f"eval/distinct_{n}_ratio"] = scores[f"eval/distinct_{n}"] / max(scores[f"eval/distinct_{n}_real"], 1e-12)
         return scores

@@ -1,9 +1,12 @@
 """Scores for generated text: bits per byte under a byte n-gram model of the train split, the share of
-words found in the train vocabulary, and diversity as distinct word 4-grams across samples.
+words found in the train vocabulary, diversity as distinct word 4-grams across samples, and the share
+of bytes in long runs of one byte.
 
 Each score is meant to be read beside the same figure for real held-out text at the same count:
 a generator that copies the train set scores like real text on the first two and lower on
-diversity; one that babbles scores high on bits per byte and low on vocabulary share.
+diversity; one that babbles scores high on bits per byte and low on vocabulary share; one that
+falls into runs of one byte ("#####...") scores low bits per byte (the n-gram model predicts a run's
+next byte almost for free) and a high repeat share.
 """
 
 from __future__ import annotations
@@ -113,6 +116,29 @@ def distinct_ngrams(texts: Iterable[str], n: int = 4) -> float:
     """Distinct word ``n``-grams over all word ``n``-grams across the texts (n-grams stay within a text)."""
     grams = [tuple(ws[i : i + n]) for ws in words(texts) for i in range(len(ws) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def run_bytes(sequences: np.ndarray, run: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Per sequence: its non-padding bytes (after :func:`compact`) that lie in runs of at least ``run`` equal bytes, and all its non-padding bytes."""
+    sequences = compact(np.asarray(sequences, dtype=np.uint8))
+    in_runs, totals = np.zeros(len(sequences), dtype=np.int64), (sequences != PAD).sum(axis=1)
+    for i, (sequence, total) in enumerate(zip(sequences, totals)):
+        if total:
+            starts = np.flatnonzero(np.diff(sequence[:total].astype(np.int16), prepend=-1))
+            lengths = np.diff(np.append(starts, total))
+            in_runs[i] = lengths[lengths >= run].sum()
+    return in_runs, totals
+
+
+def repeat_share(sequences: np.ndarray, run: int = 10) -> float:
+    """Share of the non-padding bytes that lie in runs of at least ``run`` equal bytes."""
+    in_runs, totals = run_bytes(sequences, run)
+    return float(in_runs.sum() / totals.sum()) if totals.sum() else 0.0
+
+
+def without_runs(sequences: np.ndarray, run: int = 10) -> np.ndarray:
+    """The sequences that hold no run of ``run`` equal bytes."""
+    return np.asarray(sequences)[run_bytes(sequences, run)[0] == 0]
 
 
 def texts_of(sequences: np.ndarray) -> list[str]:
