@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline.data.text import make_synthetic_text, pack_documents
+from pipeline.errors import UserError
+from pipeline.evaluation import TextEvaluation
 from pipeline.evaluation.text import ByteNgramModel, compact, distinct_ngrams, repeat_share, vocabulary_share, without_runs
 
 
@@ -70,3 +72,8 @@ def test_repeat_share_counts_bytes_in_long_runs_and_explains_a_low_bits_per_byte
     model = ByteNgramModel(order=5).fit(sequences([prose, "=" * 20, "#" * 20, "the end of it all"] * 5, length=64))
     babble = "Iss all im tha nind, ye knov. "
     assert model.bits_per_byte(sequences([babble + "#" * 30], length=64)) < 0.6 * model.bits_per_byte(sequences([babble], length=64))
+
+
+def test_a_run_shorter_than_two_bytes_is_refused() -> None:
+    with pytest.raises(UserError, match="repeat_run must be >= 2"):
+        TextEvaluation(repeat_run=1)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from pipeline.diffusion.latents import data_fingerprint
+from pipeline.errors import UserError
 from pipeline.evaluation.classifier import ReferenceClassifier, conditional_accuracy, load_or_train_classifier, to_unit
 from pipeline.evaluation.frechet import classifier_frechet_distance, true_fid
 from pipeline.evaluation.text import ByteNgramModel, distinct_ngrams, repeat_share, texts_of, vocabulary_share, without_runs, words
@@ -137,6 +138,8 @@ class TextEvaluation(Evaluator):
     """
 
     def __init__(self, ngram_order: int = 5, distinct_n: int = 4, repeat_run: int = 10) -> None:
+        if repeat_run < 2:
+            raise UserError(f"modality.evaluator.repeat_run must be >= 2 (a run is 2 or more equal bytes), got {repeat_run}")
         self.ngram, self.distinct_n, self.repeat_run = ByteNgramModel(ngram_order), distinct_n, repeat_run
         self.vocabulary: set[str] = set()
 
