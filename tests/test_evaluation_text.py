@@ -74,6 +74,12 @@ def test_repeat_share_counts_bytes_in_long_runs_and_explains_a_low_bits_per_byte
     assert model.bits_per_byte(sequences([babble + "#" * 30], length=64)) < 0.6 * model.bits_per_byte(sequences([babble], length=64))
 
 
-def test_a_run_shorter_than_two_bytes_is_refused() -> None:
-    with pytest.raises(UserError, match="repeat_run must be >= 2"):
-        TextEvaluation(repeat_run=1)
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"repeat_run": 1}, "repeat_run must be >= 2"),
+    ({"ngram_order": 0}, "ngram_order must be 1..7"),
+    ({"ngram_order": 8}, "ngram_order must be 1..7"),
+    ({"distinct_n": 0}, "distinct_n must be >= 1"),
+])
+def test_out_of_range_settings_are_refused(kwargs: dict[str, int], message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        TextEvaluation(**kwargs)

@@ -140,3 +140,19 @@ def test_a_bad_code_corruption_strength_exits_2_with_one_line(runs: ModalityRuns
     new = [path for path in after.keys() - before.keys() if ".hydra" not in path.parts and path.name != "pipeline.log"]
     assert not new  # beside Hydra's record of the command and its log, nothing: no run, no tokenizer
     assert (runs.root / "outputs" / "synthetic_text" / "vqvae" / "latest").resolve() == runs.vqvae
+
+
+@pytest.mark.parametrize("runs", ["text"], indirect=True)
+@pytest.mark.parametrize(("override", "words"), [
+    ("modality.evaluator.ngram_order=9", ("modality.evaluator.ngram_order", "1..7", "9")),
+    ("modality.evaluator.repeat_run=1", ("modality.evaluator.repeat_run", ">= 2", "1")),
+    ("modality.evaluator.distinct_n=0", ("modality.evaluator.distinct_n", ">= 1", "0")),
+])
+def test_a_bad_text_evaluator_setting_exits_2_with_one_line(runs: ModalityRuns, override: str, words: tuple[str, ...]) -> None:
+    before = files_and_times(runs.root)
+    result = run_cli("stage=eval", f"paths.root={runs.root}", *SMALL["text"], "logger=csv", override, cwd=runs.root)
+    assert_one_error_line(result, *words)
+    after = files_and_times(runs.root)
+    assert {path: after.get(path) for path in before} == before  # every file already written is untouched
+    new = [path for path in after.keys() - before.keys() if ".hydra" not in path.parts and path.name != "pipeline.log"]
+    assert not new  # no eval run, no eval.json

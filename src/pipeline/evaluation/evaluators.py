@@ -138,6 +138,10 @@ class TextEvaluation(Evaluator):
     """
 
     def __init__(self, ngram_order: int = 5, distinct_n: int = 4, repeat_run: int = 10) -> None:
+        if not 1 <= ngram_order <= 7:
+            raise UserError(f"modality.evaluator.ngram_order must be 1..7 (n-grams are coded in int64), got {ngram_order}")
+        if distinct_n < 1:
+            raise UserError(f"modality.evaluator.distinct_n must be >= 1 (words per n-gram), got {distinct_n}")
         if repeat_run < 2:
             raise UserError(f"modality.evaluator.repeat_run must be >= 2 (a run is 2 or more equal bytes), got {repeat_run}")
         self.ngram, self.distinct_n, self.repeat_run = ByteNgramModel(ngram_order), distinct_n, repeat_run

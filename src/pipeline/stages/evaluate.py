@@ -35,9 +35,9 @@ def heldout_prompts(generator: Generator, source: PromptSource, num: int) -> tup
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Generate ``eval.num_samples`` examples (capped at the test split) and score them beside real and reconstructed data."""
     start = time.perf_counter()
+    media, evaluator = instantiate(cfg.modality.media), instantiate(cfg.modality.evaluator)  # a bad setting fails before any loading
     paired = instantiate(cfg.data)
     generator = load_generator(cfg, paired)
-    media, evaluator = instantiate(cfg.modality.media), instantiate(cfg.modality.evaluator)
     data = getattr(paired, "image", paired)  # what is generated, scored against its reference classifier
     data.prepare_data()
     data.setup()
