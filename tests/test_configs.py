@@ -179,9 +179,19 @@ def test_the_modality_sets_the_flow_time_and_grid_shifts_and_the_command_line_wi
 
 
 def test_the_modality_sets_restart_sampling_and_the_command_line_wins(tmp_path: Path) -> None:
-    counts = {data: compose_config("stage=eval", f"data={data}", root=tmp_path).sample.restart.count for data in ("mnist", "spoken_digits", "fortunes")}
-    assert counts == {"mnist": 0, "spoken_digits": 0, "fortunes": 24}  # text revises its codes in 24 rounds (README)
+    rounds = {data: (lambda restart: (restart.count, restart.steps))(compose_config("stage=eval", f"data={data}", root=tmp_path).sample.restart)
+              for data in ("mnist", "spoken_digits", "fortunes")}
+    assert rounds == {"mnist": (0, 3), "spoken_digits": (0, 3), "fortunes": (96, 2)}  # text revises its codes in 96 rounds of 2 steps (README)
     assert compose_config("stage=eval", "data=fortunes", "sample.restart.count=0", root=tmp_path).sample.restart.count == 0
+
+
+def test_the_modality_sets_the_dit_blocks_and_the_command_line_wins(tmp_path: Path) -> None:
+    blocks = {data: (lambda dit: (dit.norm, dit.mlp))(compose_config("stage=dit", f"data={data}", root=tmp_path).dit) for data in ("mnist", "spoken_digits", "fortunes")}
+    assert blocks == {"mnist": ("layernorm", "gelu"), "spoken_digits": ("layernorm", "gelu"), "fortunes": ("rmsnorm", "swiglu")}  # text: LightningDiT's (README)
+    cfg = compose_config("stage=dit", "data=fortunes", "dit=S", "dit.norm=layernorm", root=tmp_path)
+    with torch.device("meta"):
+        model = instantiate(cfg.dit, input_size=[64], in_channels=8, num_classes=0)
+    assert (model.config["norm"], model.config["mlp"]) == ("layernorm", "swiglu")
 
 
 def _max_steps(group: str, option: str) -> int:
