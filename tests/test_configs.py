@@ -179,9 +179,9 @@ def test_the_modality_sets_the_flow_time_and_grid_shifts_and_the_command_line_wi
 
 
 def test_the_modality_sets_restart_sampling_and_the_command_line_wins(tmp_path: Path) -> None:
-    rounds = {data: (lambda restart: (restart.count, restart.steps))(compose_config("stage=eval", f"data={data}", root=tmp_path).sample.restart)
+    rounds = {data: (lambda restart: (restart.count, restart.steps, restart.temperature))(compose_config("stage=eval", f"data={data}", root=tmp_path).sample.restart)
               for data in ("mnist", "spoken_digits", "fortunes")}
-    assert rounds == {"mnist": (0, 3), "spoken_digits": (0, 3), "fortunes": (96, 2)}  # text revises its codes in 96 rounds of 2 steps (README)
+    assert rounds == {"mnist": (0, 3, 1.0), "spoken_digits": (0, 3, 1.0), "fortunes": (96, 2, 1.15)}  # text revises its codes in 96 rounds of 2 steps (README)
     assert compose_config("stage=eval", "data=fortunes", "sample.restart.count=0", root=tmp_path).sample.restart.count == 0
 
 

@@ -253,7 +253,23 @@ def test_restart_rounds_start_at_the_restart_time_and_keep_the_target(objective,
     assert torch.equal(objective.sample(denoiser, noise, 8, sampler, torch.Generator().manual_seed(1), restart=Restart(count=0)), plain)
 
 
-@pytest.mark.parametrize("options", [dict(count=-1), dict(steps=0), dict(time=0.0), dict(time=1.0)])
+def test_restart_rounds_use_their_own_denoiser() -> None:
+    """``restart_denoiser`` (a code DiT at ``restart.temperature``) serves the rounds only; the first pass keeps ``denoiser``."""
+    calls: dict[str, list[float]] = {"first": [], "rounds": []}
+
+    def counted(name: str):
+        def denoiser(x: torch.Tensor, t: torch.Tensor, x_self: torch.Tensor | None) -> torch.Tensor:
+            calls[name].append(float(t))
+            return flow_velocity(x, t, x_self)
+        return denoiser
+
+    noise = torch.randn(64, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    RectifiedFlow().sample(counted("first"), noise, 6, "heun", torch.Generator().manual_seed(1), restart=Restart(count=4, steps=2), restart_denoiser=counted("rounds"))
+    assert len(calls["first"]) == 6 * 2 and max(calls["first"]) == pytest.approx(1.0)  # 6 Heun steps of 2 evaluations from t = 1
+    assert len(calls["rounds"]) == 4 * 2 * 2 and max(calls["rounds"]) == pytest.approx(0.3)  # 4 rounds of 2 Heun steps from t = 0.3
+
+
+@pytest.mark.parametrize("options", [dict(count=-1), dict(steps=0), dict(time=0.0), dict(time=1.0), dict(temperature=0.0)])
 def test_restart_settings_that_cannot_sample_are_refused(options: dict) -> None:
     with pytest.raises(ValueError, match="restart needs"):
         Restart(**options)

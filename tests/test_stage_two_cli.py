@@ -95,6 +95,7 @@ def test_sample_grid_shift_and_restarts_are_recorded_and_a_grid_shift_is_refused
     report = json.loads((root / "outputs" / "synthetic_image" / "eval" / "latest" / "eval.json").read_text())
     assert report["grid_shift"] == 3.0 and report["steps"] == 2
     assert (report["restarts"], report["restart_time"], report["restart_steps"]) == (2, 0.3, 1)
+    assert "restart_temperature" not in report  # a velocity DiT has no softmax
     payload = torch.load(dit_cli_run.run_dir / "dit.pt", weights_only=True)
     payload["objective"] = {"name": "ddpm", "schedule": "linear", "num_timesteps": 100}
     ddpm = tmp_path / "dit.pt"
@@ -114,8 +115,9 @@ def test_sample_grid_shift_and_restarts_are_recorded_and_a_grid_shift_is_refused
         (["stage=sample", "sample.num=0"], "sample.num must be at least 1 (got 0)"),
         (["stage=sample", "sample.steps=0"], "sample.steps and sample.batch_size must be at least 1"),
         (["stage=sample", "sample.grid_shift=0"], "sample.grid_shift must be > 0 (got 0)"),
-        (["stage=eval", "sample.restart.count=-1"], "sample.restart needs count >= 0, steps >= 1 and 0 < time < 1 (got count -1, time 0.3, steps 3)"),
-        (["stage=sample", "sample.restart.time=1"], "sample.restart needs count >= 0, steps >= 1 and 0 < time < 1 (got count 0, time 1, steps 3)"),
+        (["stage=eval", "sample.restart.count=-1"], "sample.restart needs count >= 0, steps >= 1, 0 < time < 1 and temperature > 0 (got count -1, time 0.3, steps 3, temperature 1.0)"),
+        (["stage=sample", "sample.restart.time=1"], "sample.restart needs count >= 0, steps >= 1, 0 < time < 1 and temperature > 0 (got count 0, time 1, steps 3, temperature 1.0)"),
+        (["stage=sample", "sample.restart.temperature=0"], "(got count 0, time 0.3, steps 3, temperature 0)"),
         (["stage=dit", "objective=ddpm", "sample.sampler=heun"], "sample.sampler=heun: sampler 'heun' does not fit objective ddpm; valid: ddpm, ddim"),
     ],
 )

@@ -81,6 +81,9 @@ def check_sample_settings(cfg: DictConfig) -> None:
     if cfg.sample.grid_shift is not None and cfg.sample.grid_shift <= 0:
         raise UserError(f"sample.grid_shift must be > 0 (got {cfg.sample.grid_shift})")
     restart = cfg.sample.restart
-    numbers = isinstance(restart.count, int) and isinstance(restart.steps, int) and isinstance(restart.time, (int, float))
-    if not numbers or restart.count < 0 or restart.steps < 1 or not 0 < restart.time < 1:
-        raise UserError(f"sample.restart needs count >= 0, steps >= 1 and 0 < time < 1 (got count {restart.count}, time {restart.time}, steps {restart.steps})")
+    numbers = isinstance(restart.count, int) and isinstance(restart.steps, int) and all(isinstance(v, (int, float)) for v in (restart.time, restart.temperature))
+    if not numbers or restart.count < 0 or restart.steps < 1 or not 0 < restart.time < 1 or not restart.temperature > 0:
+        raise UserError(
+            f"sample.restart needs count >= 0, steps >= 1, 0 < time < 1 and temperature > 0 "
+            f"(got count {restart.count}, time {restart.time}, steps {restart.steps}, temperature {restart.temperature})"
+        )

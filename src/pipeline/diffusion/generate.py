@@ -64,8 +64,10 @@ def sample_latents(
         count = min(batch_size, num - start)
         noise = torch.randn((count, dit.in_channels, *dit.spatial), generator=generator).to(device)
         y = labels[start:start + count].to(device) if labels is not None else None
-        denoiser = guided(dit, y, cfg_scale, dit.null_condition(y) if y is not None else None, temperature)
-        out.append(objective.sample(denoiser, noise, steps, sampler, generator, project, restart))
+        null = dit.null_condition(y) if y is not None else None
+        denoiser = guided(dit, y, cfg_scale, null, temperature)
+        rounds = guided(dit, y, cfg_scale, null, restart.temperature) if restart is not None and restart.temperature != temperature else None
+        out.append(objective.sample(denoiser, noise, steps, sampler, generator, project, restart, rounds))
     return torch.cat(out)
 
 

@@ -30,18 +30,24 @@ class Restart:
     sample back to ``time`` with fresh noise and integrate down again in ``steps`` steps, ``count``
     times. Each round lets the model revise what the previous one settled; on text, where a DiT
     decides all codes at once, it corrects words that came out misspelt (README: 4.80 -> 4.19 bits per
-    byte with 24 rounds of 3 steps from 0.3). ``count`` 0 is the plain ODE."""
+    byte with 24 rounds of 3 steps from 0.3). ``count`` 0 is the plain ODE. ``temperature``: the softmax
+    temperature of a code-predicting DiT in the rounds (the first pass keeps its own); the objective
+    receives the rounds' denoiser built with it."""
 
     count: int = 0
     time: float = 0.3
     steps: int = 3
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.count < 0 or self.steps < 1 or not 0 < self.time < 1:
-            raise ValueError(f"restart needs count >= 0, steps >= 1 and 0 < time < 1 (got count {self.count}, time {self.time}, steps {self.steps})")
+        if self.count < 0 or self.steps < 1 or not 0 < self.time < 1 or not self.temperature > 0:
+            raise ValueError(
+                f"restart needs count >= 0, steps >= 1, 0 < time < 1 and temperature > 0 "
+                f"(got count {self.count}, time {self.time}, steps {self.steps}, temperature {self.temperature})"
+            )
 
     def settings(self) -> dict:
-        return {"restarts": self.count, "restart_time": self.time, "restart_steps": self.steps}
+        return {"restarts": self.count, "restart_time": self.time, "restart_steps": self.steps, "restart_temperature": self.temperature}
 
 
 def guided(model: nn.Module, y: torch.Tensor | None, scale: float, null: torch.Tensor | None = None, temperature: float = 1.0) -> Denoiser:
@@ -100,10 +106,11 @@ class Objective:
     def sample(
         self, denoiser: Denoiser, noise: torch.Tensor, steps: int, sampler: str | None = None,
         generator: torch.Generator | None = None, project: Projection | None = None, restart: Restart | None = None,
+        restart_denoiser: Denoiser | None = None,
     ) -> torch.Tensor:
         """Latents from ``noise`` in ``steps`` steps. ``project`` maps every clean estimate onto the
         data's support before the step uses it (Diffusion-LM's clamping: the nearest codes);
-        ``restart``: rounds of :class:`Restart` sampling after it."""
+        ``restart``: rounds of :class:`Restart` sampling after it, with ``restart_denoiser`` (default ``denoiser``)."""
         raise NotImplementedError
 
     def check_sampler(self, sampler: str | None) -> str:
@@ -185,9 +192,11 @@ class RectifiedFlow(Objective):
     def sample(
         self, denoiser: Denoiser, noise: torch.Tensor, steps: int, sampler: str | None = None,
         generator: torch.Generator | None = None, project: Projection | None = None, restart: Restart | None = None,
+        restart_denoiser: Denoiser | None = None,
     ) -> torch.Tensor:
         """Integrate the ODE from t = 1 to 0 on a uniform grid, shifted by ``grid_shift`` (Heun: 2 evaluations per step),
-        then run the rounds of ``restart``, each from the sample noised back to ``restart.time``.
+        then run the rounds of ``restart`` with ``restart_denoiser`` (default ``denoiser``), each from the sample
+        noised back to ``restart.time``.
 
         With ``project`` or a code-predicting model, the velocity is the one pointing from the
         (projected) clean estimate to ``x`` (a DDIM step towards it), and the last step is an Euler
@@ -199,7 +208,7 @@ class RectifiedFlow(Objective):
             times = self.grid(restart.steps, restart.time).to(noise.device)
             for _ in range(restart.count):
                 fresh = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-                x, x_self = self._integrate(denoiser, torch.lerp(x, fresh, restart.time), x_self, times, sampler, project)
+                x, x_self = self._integrate(restart_denoiser or denoiser, torch.lerp(x, fresh, restart.time), x_self, times, sampler, project)
         return x
 
     def _integrate(
@@ -274,9 +283,11 @@ class DDPM(Objective):
     def sample(
         self, denoiser: Denoiser, noise: torch.Tensor, steps: int, sampler: str | None = None,
         generator: torch.Generator | None = None, project: Projection | None = None, restart: Restart | None = None,
+        restart_denoiser: Denoiser | None = None,
     ) -> torch.Tensor:
         """DDIM (deterministic) or ancestral DDPM on ``steps`` evenly respaced timesteps, then the rounds of
-        ``restart``, each from the sample noised back to timestep ``restart.time * T``."""
+        ``restart`` with ``restart_denoiser`` (default ``denoiser``), each from the sample noised back to timestep
+        ``restart.time * T``."""
         sampler = self.check_sampler(sampler)
         x, x0 = self._denoise(denoiser, noise, None, self.timesteps(self.num_timesteps - 1, steps), sampler, generator, project)
         if restart is not None and restart.count:
@@ -284,7 +295,7 @@ class DDPM(Objective):
             ks, alpha_bar = self.timesteps(start, restart.steps + 1), float(self.alpha_bar[start])
             for _ in range(restart.count):
                 fresh = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-                x, x0 = self._denoise(denoiser, math.sqrt(alpha_bar) * x + math.sqrt(1 - alpha_bar) * fresh, x0, ks, sampler, generator, project)
+                x, x0 = self._denoise(restart_denoiser or denoiser, math.sqrt(alpha_bar) * x + math.sqrt(1 - alpha_bar) * fresh, x0, ks, sampler, generator, project)
         return x
 
     @staticmethod

@@ -138,11 +138,11 @@ def checked_sampler(objective: Objective, sampler: str | None) -> str:
         raise UserError(f"sample.sampler={sampler}: {err}") from None
 
 
-def code_temperature(model: DiT, temperature: float) -> float:
-    """The softmax temperature a DiT samples with: ``sample.temperature`` for one that predicts codes, 1 for one
-    that regresses velocities (which has no softmax); a temperature that is not positive is refused with one line."""
+def code_temperature(model: DiT, temperature: float, name: str = "sample.temperature") -> float:
+    """The softmax temperature a DiT samples with: ``temperature`` (the setting ``name``) for one that predicts codes,
+    1 for one that regresses velocities (which has no softmax); one that is not positive is refused with one line."""
     if temperature <= 0:
-        raise UserError(f"sample.temperature={temperature} must be > 0")
+        raise UserError(f"{name}={temperature} must be > 0")
     return temperature if model.code_head is not None else 1.0
 
 

@@ -43,17 +43,20 @@ class Generator:
 
     def settings(self, cfg: DictConfig) -> dict[str, Any]:
         """The sampling settings in effect (``eval.json``, captions)."""
-        codes = {"temperature": cfg.sample.temperature} if self.dit.model.code_head is not None else {}
+        predicts_codes = self.dit.model.code_head is not None
+        codes = {"temperature": cfg.sample.temperature} if predicts_codes else {}
         grid = {"grid_shift": self.dit.objective.grid_shift} if isinstance(self.dit.objective, RectifiedFlow) else {}
+        rounds = {key: value for key, value in self.restart(cfg).settings().items() if predicts_codes or key != "restart_temperature"}
         return {"prior": "dit", "sampler": cfg.sample.sampler or self.dit.objective.default_sampler, "steps": cfg.sample.steps,
-                "cfg_scale": cfg.sample.cfg_scale, "snap_to_codes": cfg.sample.snap_to_codes, **grid, **codes, **restart(cfg).settings()}
+                "cfg_scale": cfg.sample.cfg_scale, "snap_to_codes": cfg.sample.snap_to_codes, **grid, **codes, **rounds}
 
     def describe(self, cfg: DictConfig) -> str:
         shifted = isinstance(self.dit.objective, RectifiedFlow) and self.dit.objective.grid_shift != 1
         grid = f" (grid shift {self.dit.objective.grid_shift:g})" if shifted else ""
         codes = f", temperature {cfg.sample.temperature}" if self.dit.model.code_head is not None else ""
-        rounds = restart(cfg)
-        restarts = f", {rounds.count} restarts from t = {rounds.time:g}" if rounds.count else ""
+        rounds = self.restart(cfg)
+        hotter = f" at temperature {rounds.temperature:g}" if rounds.count and self.dit.model.code_head is not None else ""
+        restarts = f", {rounds.count} restarts of {rounds.steps} steps from t = {rounds.time:g}{hotter}" if rounds.count else ""
         return f"{cfg.sample.steps} {cfg.sample.sampler or self.dit.objective.default_sampler} steps{grid}{restarts}, guidance {cfg.sample.cfg_scale}{codes}"
 
     def samples(self, labels: torch.Tensor | None, num: int, cfg: DictConfig, seed: int) -> torch.Tensor:
@@ -63,8 +66,15 @@ class Generator:
         return generate(
             self.dit.model, self.dit.objective, self.tokenizer, self.dit.mean.to(self.device), self.dit.std.to(self.device), labels, num,
             cfg.sample.steps, cfg.sample.sampler, cfg.sample.cfg_scale, torch.Generator().manual_seed(seed), cfg.sample.batch_size,
-            cfg.sample.snap_to_codes, code_temperature(self.dit.model, cfg.sample.temperature), restart(cfg),
+            cfg.sample.snap_to_codes, code_temperature(self.dit.model, cfg.sample.temperature), self.restart(cfg),
         ).cpu()
+
+    def restart(self, cfg: DictConfig) -> Restart:
+        """The restart sampling of ``sample.restart`` (checked by :func:`pipeline.checks.check_config`); its
+        temperature is 1 for a DiT that regresses velocities, as :func:`code_temperature` says."""
+        rounds = cfg.sample.restart
+        temperature = code_temperature(self.dit.model, rounds.temperature, "sample.restart.temperature")
+        return Restart(int(rounds.count), float(rounds.time), int(rounds.steps), temperature)
 
 
 @dataclass
@@ -100,11 +110,6 @@ class ARGenerator:
             codes = self.ar.model.sample(y, count, cfg.sample.temperature, cfg.sample.top_k, generator)
             out.append(self.tokenizer.decode_indices(codes.view(count, *grid).to(self.device)).cpu())
         return torch.cat(out)
-
-
-def restart(cfg: DictConfig) -> Restart:
-    """The restart sampling of ``sample.restart`` (checked by :func:`pipeline.checks.check_config`)."""
-    return Restart(int(cfg.sample.restart.count), float(cfg.sample.restart.time), int(cfg.sample.restart.steps))
 
 
 def recorded_tokenizer(cfg: DictConfig, metadata: dict[str, Any], prior_path: Path) -> tuple[Path, VQVAE]:
@@ -144,6 +149,7 @@ def load_generator(cfg: DictConfig, data: Any) -> Generator | ARGenerator:
     checked_sampler(dit.objective, cfg.sample.sampler)
     dit = replace(dit, objective=sampling_objective(dit.objective, cfg.sample.grid_shift, dit_path))
     code_temperature(dit.model, cfg.sample.temperature)
+    code_temperature(dit.model, cfg.sample.restart.temperature, "sample.restart.temperature")
     tokenizer_path, tokenizer = recorded_tokenizer(cfg, dit.metadata, dit_path)
     device = device_of(cfg)
     prompts = PromptEncoding.of_dit(dit.metadata, data.prompt_source, dit_path) if trained_on in PROMPT_KINDS else None
