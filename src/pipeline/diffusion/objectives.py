@@ -30,7 +30,7 @@ class Restart:
     sample back to ``time`` with fresh noise and integrate down again in ``steps`` steps, ``count``
     times. Each round lets the model revise what the previous one settled; on text, where a DiT
     decides all codes at once, it corrects words that came out misspelt (README: 4.80 -> 4.19 bits per
-    byte with 24 rounds of 3 steps from 0.3). ``count`` 0 is the plain ODE. ``temperature``: the softmax
+    byte with 24 rounds of 3 steps from 0.3, 3.98 with 96 rounds of 2). ``count`` 0 is the plain ODE. ``temperature``: the softmax
     temperature of a code-predicting DiT in the rounds (the first pass keeps its own); the objective
     receives the rounds' denoiser built with it."""
 
