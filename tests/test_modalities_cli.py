@@ -128,7 +128,7 @@ def test_eval_scores_generated_examples_beside_real_and_reconstructed_ones(runs:
         assert report["ngram_order"] == 5 and report["vocabulary_size"] > 20 and report["temperature"] == 1.0  # the code DiT's
     assert all(np.isfinite(report[key]) for key in keys), report
     assert (report["restarts"], report["restart_steps"]) == ((96, 2) if runs.modality == "text" else (0, 3))
-    assert report.get("restart_temperature") == (1.15 if runs.modality == "text" else None)  # the code DiT's rounds; a velocity DiT has no softmax  # the modality's restart sampling reaches the sampler
+    assert report.get("restart_temperature") == (1.15 if runs.modality == "text" else None)  # the modality's restart sampling reaches the sampler; a velocity DiT has no softmax
 
 
 @pytest.mark.parametrize("runs", ["text"], indirect=True)  # text tokenizers train with code corruption
