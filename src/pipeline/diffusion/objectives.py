@@ -46,8 +46,10 @@ class Restart:
                 f"(got count {self.count}, time {self.time}, steps {self.steps}, temperature {self.temperature})"
             )
 
-    def settings(self) -> dict:
-        return {"restarts": self.count, "restart_time": self.time, "restart_steps": self.steps, "restart_temperature": self.temperature}
+    def settings(self, codes: bool = True) -> dict:
+        """What ``eval.json`` records; ``codes``: whether the model has a softmax the temperature applies to."""
+        temperature = {"restart_temperature": self.temperature} if codes else {}
+        return {"restarts": self.count, "restart_time": self.time, "restart_steps": self.steps, **temperature}
 
 
 def guided(model: nn.Module, y: torch.Tensor | None, scale: float, null: torch.Tensor | None = None, temperature: float = 1.0) -> Denoiser:
@@ -91,17 +93,21 @@ class Objective:
         raise NotImplementedError
 
     def self_condition(self, model: nn.Module, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor | None:
-        """For a self-conditioning model, its own no-grad estimate of ``x0`` for a random half of the
-        examples and zeros (as at the first sampling step) for the rest; None for other models.
+        """For a self-conditioning model, its own no-grad estimate of ``x0`` for the first half of the
+        examples (a random half: batches are shuffled) and zeros (as at the first sampling step) for the
+        rest; None for other models.
 
-        The coin is per example, not per batch, so every rank runs the same forwards (FSDP needs that).
+        Only that half runs the extra forward, so it costs half a forward, not a whole one; the share
+        is fixed, not a coin, so every rank runs the same forwards (FSDP needs that).
         """
         if not getattr(model, "self_condition", False):
             return None
+        fed = math.ceil(SELF_CONDITION_RATE * x_t.shape[0])
+        estimate = torch.zeros_like(x_t)
         with torch.no_grad():
-            estimate = self.clean_estimate(x_t, t, model(x_t, t, y))
-        keep = torch.rand(x_t.shape[0], device=x_t.device) < SELF_CONDITION_RATE
-        return estimate * _expand(keep, estimate)
+            head = slice(0, fed)
+            estimate[head] = self.clean_estimate(x_t[head], t[head], model(x_t[head], t[head], None if y is None else y[head])).to(x_t.dtype)
+        return estimate
 
     def sample(
         self, denoiser: Denoiser, noise: torch.Tensor, steps: int, sampler: str | None = None,

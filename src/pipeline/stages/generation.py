@@ -46,7 +46,7 @@ class Generator:
         predicts_codes = self.dit.model.code_head is not None
         codes = {"temperature": cfg.sample.temperature} if predicts_codes else {}
         grid = {"grid_shift": self.dit.objective.grid_shift} if isinstance(self.dit.objective, RectifiedFlow) else {}
-        rounds = {key: value for key, value in self.restart(cfg).settings().items() if predicts_codes or key != "restart_temperature"}
+        rounds = self.restart(cfg).settings(codes=predicts_codes)
         return {"prior": "dit", "sampler": cfg.sample.sampler or self.dit.objective.default_sampler, "steps": cfg.sample.steps,
                 "cfg_scale": cfg.sample.cfg_scale, "snap_to_codes": cfg.sample.snap_to_codes, **grid, **codes, **rounds}
 
@@ -149,7 +149,6 @@ def load_generator(cfg: DictConfig, data: Any) -> Generator | ARGenerator:
     checked_sampler(dit.objective, cfg.sample.sampler)
     dit = replace(dit, objective=sampling_objective(dit.objective, cfg.sample.grid_shift, dit_path))
     code_temperature(dit.model, cfg.sample.temperature)
-    code_temperature(dit.model, cfg.sample.restart.temperature, "sample.restart.temperature")
     tokenizer_path, tokenizer = recorded_tokenizer(cfg, dit.metadata, dit_path)
     device = device_of(cfg)
     prompts = PromptEncoding.of_dit(dit.metadata, data.prompt_source, dit_path) if trained_on in PROMPT_KINDS else None
