@@ -334,6 +334,24 @@ def test_ema_ramps_up_and_tracks_the_model() -> None:
     assert not any(p.requires_grad for p in ema.parameters())
 
 
+def test_a_smaller_ema_warmup_averages_over_more_of_the_run() -> None:
+    """Update n weighs (warmup - 1) / (warmup + n): with warmup 3 a run's weights count about linearly (their
+    weighted mean step lies near two thirds of the run), with 10 mostly its end (near nine tenths)."""
+    model = torch.nn.Linear(1, 1, bias=False)
+    averages = {warmup: ema_model(model, decay=0.999, warmup=warmup) for warmup in (3.0, 10.0)}
+    with torch.no_grad():
+        for step in range(101):
+            model.weight.fill_(float(step))  # the weights are the step: the average is the weighted mean step
+            for ema in averages.values():
+                ema.update_parameters(model)
+            if step == 1:
+                assert averages[3.0].module.weight.item() == pytest.approx(0.5)  # the copy, then 2 / (3 + 1)
+    assert 60 < averages[3.0].module.weight.item() < 70
+    assert 85 < averages[10.0].module.weight.item() < 95
+    with pytest.raises(ValueError, match="warmup must be > 1"):
+        ema_model(model, decay=0.999, warmup=1.0)
+
+
 def prompt_dit(**kwargs) -> DiT:
     prompt = dict(channels=3, length=8, patch_size=2, depth=1, num_heads=2)
     return tiny_dit(num_classes=0, prompt=prompt, **kwargs)

@@ -118,6 +118,8 @@ def test_sample_grid_shift_and_restarts_are_recorded_and_a_grid_shift_is_refused
         (["stage=eval", "sample.restart.count=-1"], "sample.restart needs count >= 0, steps >= 1, 0 < time < 1 and temperature > 0 (got count -1, time 0.3, steps 3, temperature 1.0)"),
         (["stage=sample", "sample.restart.time=1"], "sample.restart needs count >= 0, steps >= 1, 0 < time < 1 and temperature > 0 (got count 0, time 1, steps 3, temperature 1.0)"),
         (["stage=sample", "sample.restart.temperature=0"], "(got count 0, time 0.3, steps 3, temperature 0)"),
+        (["stage=dit", "diffusion.ema_warmup=1"], "diffusion.ema_decay must be in [0, 1) and diffusion.ema_warmup > 1 (got 0.999 and 1)"),
+        (["stage=dit", "diffusion.ema_decay=1"], "(got 1 and 10)"),
         (["stage=dit", "objective=ddpm", "sample.sampler=heun"], "sample.sampler=heun: sampler 'heun' does not fit objective ddpm; valid: ddpm, ddim"),
     ],
 )

@@ -31,6 +31,8 @@ def check_config(cfg: DictConfig) -> None:
     resuming = resume_target(cfg.get("resume"), stage_dir(cfg, cfg.stage.name)) is not None  # resume= or a requeued SLURM job
     if cfg.stage.name in ("sample", "eval"):
         check_sample_settings(cfg)
+    if cfg.stage.name == "dit":
+        check_ema(cfg.diffusion)
     check_condition(cfg)
     check_inputs(cfg, resuming)
 
@@ -54,6 +56,14 @@ def check_condition(cfg: DictConfig) -> None:
         raise UserError(f"data={cfg.data.name} has no {kind} prompts; valid: condition={' | '.join(sorted(cfg.data.prompts))} (or class, none)")
     if cfg.get("sample", {}).get("prompt") and stage == "sample" and kind not in ("text", "audio"):
         raise UserError(f"sample.prompt is for DiTs trained with condition=text or condition=audio (condition={kind})")
+
+
+def check_ema(diffusion: DictConfig) -> None:
+    """The DiT's weight average: a decay in [0, 1) and a ramp constant above 1 (:func:`pipeline.diffusion.ema.ema_update`)."""
+    decay, warmup = diffusion.ema_decay, diffusion.ema_warmup
+    if not 0 <= decay < 1 or not warmup > 1:
+        raise UserError(f"diffusion.ema_decay must be in [0, 1) and diffusion.ema_warmup > 1 (got {decay} and {warmup})")
+
 
 def check_inputs(cfg: DictConfig, resuming: bool) -> None:
     """What earlier stages must have made: the tokenizers a new stage-two run trains on (a resumed one takes those

@@ -31,7 +31,8 @@ class DiffusionModule(L.LightningModule):
         latent_mean, latent_std: per-channel statistics of the cache, kept with the weights for decoding
             (replaced by the datamodule's ``stats`` at setup when it has them).
         optimizer, scheduler: partials, completed with the parameters / the optimizer and ``total_steps``.
-        ema_decay: decay of the weight average (ramped up over the first steps).
+        ema_decay: decay of the weight average, ramped up as ``(1 + n) / (ema_warmup + n)`` (:func:`~pipeline.diffusion.ema.ema_update`).
+        ema_warmup: the ramp's constant: smaller averages over more of the run.
         class_dropout: share of conditions (labels or prompts) replaced by the null condition, which is what makes guidance possible.
         compile: ``torch.compile`` the DiT for training where it works.
         alignment: for a prompt DiT, a :class:`PromptAlignment` whose loss, times ``alignment_weight``, joins the
@@ -47,6 +48,7 @@ class DiffusionModule(L.LightningModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         ema_decay: float = 0.999,
+        ema_warmup: float = 10.0,
         class_dropout: float = 0.1,
         compile: bool = False,
         alignment: PromptAlignment | None = None,
@@ -59,7 +61,7 @@ class DiffusionModule(L.LightningModule):
         if objective.predicts_codes != (model.code_head is not None):
             raise ValueError("an objective that predicts codes needs a DiT with codebook_size > 0, and only such an objective can train one")
         self.model, self.objective, self.alignment = model, objective, alignment
-        self.ema = ema_model(model, ema_decay)
+        self.ema = ema_model(model, ema_decay, ema_warmup)
         self.prompt_tokens: torch.Tensor | None = None
         if alignment is not None:  # after the EMA copy was made: the copy must not carry the hook
             model.prompt_encoder.register_forward_hook(self._keep_prompt_tokens)
